@@ -1,0 +1,78 @@
+//! Decoded frames: packed 8-bit RGB, the one format every source is turned into
+//! before preprocessing.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A frame of packed RGB8 pixels, row-major, no row padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbFrame {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+impl RgbFrame {
+    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Result<Self> {
+        let expected = width as usize * height as usize * 3;
+        if width == 0 || height == 0 || data.len() != expected {
+            return Err(Error::Frame {
+                what: format!("{width}x{height} RGB frame"),
+                message: format!("expected {expected} bytes, got {}", data.len()),
+            });
+        }
+        Ok(RgbFrame {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// Decodes an image file (JPEG or PNG, recognised by content, not by name).
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::decode(&bytes).map_err(|message| Error::Image {
+            path: path.into(),
+            message,
+        })
+    }
+
+    /// Decodes an encoded image held in memory.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let format = image::guess_format(bytes)
+            .map_err(|_| "unknown format, expected a JPEG or PNG image".to_string())?;
+        let decoded = image::load_from_memory_with_format(bytes, format)
+            .map_err(|e| format!("{format:?} decoding failed: {e}"))?;
+        let rgb = decoded.into_rgb8();
+        let (width, height) = rgb.dimensions();
+        Ok(RgbFrame {
+            width,
+            height,
+            data: rgb.into_raw(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_a_buffer_of_the_wrong_size() {
+        let err = RgbFrame::new(4, 2, vec![0; 23]).unwrap_err().to_string();
+        assert!(err.contains("expected 24 bytes, got 23"), "{err}");
+    }
+
+    #[test]
+    fn decodes_a_png_and_rejects_text() {
+        let mut png = Vec::new();
+        image::RgbImage::from_pixel(3, 2, image::Rgb([1, 2, 3]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let frame = RgbFrame::decode(&png).unwrap();
+        assert_eq!((frame.width, frame.height), (3, 2));
+        assert_eq!(&frame.data[..3], &[1, 2, 3]);
+        assert!(RgbFrame::decode(b"hello").unwrap_err().contains("unknown format"));
+    }
+}

@@ -1,0 +1,19 @@
+//! edgebone: pretrained vision backbones on single-board computers, on tract.
+//!
+//! A frame flows one way through this crate:
+//! [`frame`] (decoded RGB pixels) → [`preprocess`] (resize, fit, normalize into the
+//! model's input tensor) → [`model`] (the tract plan) → [`decode`] (classes,
+//! feature maps, detections). [`Pipeline`] strings them together for one bundle.
+
+pub mod decode;
+pub mod error;
+pub mod frame;
+pub mod inspect;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+
+pub use error::{Error, Result};
+pub use frame::RgbFrame;
+pub use model::{Bundle, Manifest, Model, ModelOptions};
+pub use pipeline::{Latency, Pipeline};

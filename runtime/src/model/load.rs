@@ -1,0 +1,115 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+
+use super::Bundle;
+use crate::error::{Error, Result, chain};
+
+/// Which tensors a loaded model returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Outputs {
+    /// The graph's own output (logits, detections).
+    #[default]
+    Head,
+    /// The manifest's feature taps, in manifest order.
+    Taps,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Threads for matrix products (1 = run on the calling thread).
+    pub threads: usize,
+    /// Input width and height; `None` keeps the manifest's size.
+    pub input_size: Option<(u32, u32)>,
+    pub outputs: Outputs,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            threads: 1,
+            input_size: None,
+            outputs: Outputs::Head,
+        }
+    }
+}
+
+/// A network loaded and optimized once for one input size, run frame after frame.
+///
+/// The plan's state is kept between runs so its scratch buffers are reused.
+pub struct Model {
+    state: TypedSimpleState,
+    input_shape: [usize; 4],
+    path: PathBuf,
+}
+
+impl Model {
+    pub fn load(bundle: &Bundle, options: &ModelOptions) -> Result<Model> {
+        let path = bundle.network_path();
+        let spec = &bundle.manifest.input;
+        let (width, height) = options.input_size.unwrap_or((spec.width, spec.height));
+        let input_shape = [1, 3, height as usize, width as usize];
+        let outputs: Vec<&str> = match options.outputs {
+            Outputs::Head => bundle.manifest.output.name.iter().map(|s| s.as_str()).collect(),
+            Outputs::Taps => bundle.manifest.taps.iter().map(|t| t.tensor.as_str()).collect(),
+        };
+        let plan = optimize(&path, input_shape, &outputs, options.threads)
+            .map_err(|e| Error::model(&path, &e))?;
+        let state = plan.spawn().map_err(|e| Error::model(&path, &e))?;
+        log::info!(
+            "loaded {} for {width}x{height} input, {} thread(s)",
+            path.display(),
+            options.threads
+        );
+        Ok(Model {
+            state,
+            input_shape,
+            path,
+        })
+    }
+
+    /// `[1, 3, height, width]`
+    pub fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+
+    pub fn run(&mut self, input: TValue) -> Result<TVec<TValue>> {
+        if input.shape() != self.input_shape {
+            return Err(Error::Inference(format!(
+                "{}: input shape {:?}, the model was loaded for {:?}",
+                self.path.display(),
+                input.shape(),
+                self.input_shape
+            )));
+        }
+        self.state
+            .run(tvec![input])
+            .map_err(|e| Error::Inference(format!("{}: {}", self.path.display(), chain(&e))))
+    }
+}
+
+fn optimize(
+    path: &std::path::Path,
+    input_shape: [usize; 4],
+    outputs: &[&str],
+    threads: usize,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact(input_shape).into())?;
+    if !outputs.is_empty() {
+        model = model.with_outputs_by_name(outputs)?;
+    }
+    let executor = if threads > 1 {
+        Executor::multithread(threads)
+    } else {
+        Executor::SingleThread
+    };
+    let options = RunOptions {
+        executor: Some(executor),
+        ..Default::default()
+    };
+    model.into_optimized()?.into_runnable_with_options(&options)
+}

@@ -1,0 +1,9 @@
+//! Model bundles (a network file plus its manifest) and the loaded, optimized plan.
+
+mod bundle;
+mod load;
+pub mod manifest;
+
+pub use bundle::{Bundle, sha256_hex};
+pub use load::{Model, ModelOptions, Outputs};
+pub use manifest::{Decoding, Fit, InputSpec, Interpolation, Manifest, Tap};
