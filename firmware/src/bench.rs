@@ -76,7 +76,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 fn input_tensor(pipeline: &Pipeline, path: Option<&Path>) -> Result<Tensor> {
     let shape = pipeline.input_shape();
     let Some(path) = path else {
-        return Ok(Tensor::zero::<f32>(&shape)?);
+        return Tensor::zero::<f32>(&shape);
     };
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let expected = shape.iter().product::<usize>() * 4;
@@ -91,5 +91,5 @@ fn input_tensor(pipeline: &Pipeline, path: Option<&Path>) -> Result<Tensor> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    Ok(Tensor::from_shape(&shape, &values)?)
+    Tensor::from_shape(&shape, &values)
 }

@@ -20,7 +20,12 @@ pub fn run(model: &Path) -> Result<ExitCode> {
     // with an error instead of a panic.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(out, "parameters of {}:", network.display())?;
-    let width = info.parameters.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let width = info
+        .parameters
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
     for p in &info.parameters {
         writeln!(
             out,
@@ -42,7 +47,11 @@ pub fn run(model: &Path) -> Result<ExitCode> {
     if let Some(bundle) = bundle {
         writeln!(out, "taps:")?;
         for tap in &bundle.manifest.taps {
-            writeln!(out, "  {} stride {}  ({})", tap.name, tap.stride, tap.tensor)?;
+            writeln!(
+                out,
+                "  {} stride {}  ({})",
+                tap.name, tap.stride, tap.tensor
+            )?;
         }
     }
     out.flush()?;
@@ -52,7 +61,13 @@ pub fn run(model: &Path) -> Result<ExitCode> {
 fn write_ports(out: &mut impl Write, title: &str, ports: &[Port]) -> std::io::Result<()> {
     writeln!(out, "{title}:")?;
     for port in ports {
-        writeln!(out, "  {} {} [{}]", port.name, port.dtype, port.shape.join(", "))?;
+        writeln!(
+            out,
+            "  {} {} [{}]",
+            port.name,
+            port.dtype,
+            port.shape.join(", ")
+        )?;
     }
     Ok(())
 }

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "edgebone", version, about = "Vision backbones on single-board computers")]
+#[command(
+    name = "edgebone",
+    version,
+    about = "Vision backbones on single-board computers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -56,7 +56,12 @@ pub fn classify(model: &Path, top: usize, args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-pub fn detect(model: &Path, conf: Option<f32>, iou: Option<f32>, args: &RunArgs) -> Result<ExitCode> {
+pub fn detect(
+    model: &Path,
+    conf: Option<f32>,
+    iou: Option<f32>,
+    args: &RunArgs,
+) -> Result<ExitCode> {
     let mut pipeline = load(model, args, None, Outputs::Head)?;
     let defaults = &pipeline.bundle().manifest.output;
     let (conf, iou) = (conf.unwrap_or(defaults.conf), iou.unwrap_or(defaults.iou));
@@ -77,7 +82,8 @@ pub fn features(
     args: &RunArgs,
 ) -> Result<ExitCode> {
     if let Some(dir) = out {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     let mut pipeline = load(model, args, size, Outputs::Taps)?;
     for_each_image(&args.images, |image, frame| {
@@ -109,7 +115,12 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((parse(w)?, parse(h)?))
 }
 
-fn load(model: &Path, args: &RunArgs, size: Option<(u32, u32)>, outputs: Outputs) -> Result<Pipeline> {
+fn load(
+    model: &Path,
+    args: &RunArgs,
+    size: Option<(u32, u32)>,
+    outputs: Outputs,
+) -> Result<Pipeline> {
     let bundle = Bundle::open(model)?;
     let options = ModelOptions {
         threads: args.threads.into(),
@@ -152,11 +163,18 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 /// `<out>/<image stem>.<tap>.npy` for each map and `<image stem>.embedding.npy`.
 fn write_npy(dir: &Path, image: &Path, maps: &[FeatureMap], embedding: &[f32]) -> Result<()> {
     let Some(stem) = image.file_stem().and_then(|s| s.to_str()) else {
-        bail!("{}: no file name to name the .npy files after", image.display());
+        bail!(
+            "{}: no file name to name the .npy files after",
+            image.display()
+        );
     };
     for map in maps {
         let shape: Vec<u64> = map.tensor.shape().iter().map(|d| *d as u64).collect();
-        write_array(&dir.join(format!("{stem}.{}.npy", map.name)), &shape, map.values())?;
+        write_array(
+            &dir.join(format!("{stem}.{}.npy", map.name)),
+            &shape,
+            map.values(),
+        )?;
     }
     write_array(
         &dir.join(format!("{stem}.embedding.npy")),
@@ -167,14 +185,17 @@ fn write_npy(dir: &Path, image: &Path, maps: &[FeatureMap], embedding: &[f32]) -
 
 fn write_array(path: &Path, shape: &[u64], values: &[f32]) -> Result<()> {
     use npyz::WriterBuilder;
-    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
     let mut writer = npyz::WriteOptions::new()
         .default_dtype()
         .shape(shape)
         .writer(std::io::BufWriter::new(file))
         .begin_nd()?;
     writer.extend(values.iter().copied())?;
-    writer.finish().with_context(|| format!("{}: write failed", path.display()))
+    writer
+        .finish()
+        .with_context(|| format!("{}: write failed", path.display()))
 }
 
 #[cfg(test)]
@@ -184,7 +205,11 @@ mod tests {
     #[test]
     fn sizes_must_be_multiples_of_32() {
         assert_eq!(parse_size("640x480"), Ok((640, 480)));
-        assert!(parse_size("641x480").unwrap_err().contains("multiple of 32"));
+        assert!(
+            parse_size("641x480")
+                .unwrap_err()
+                .contains("multiple of 32")
+        );
         assert!(parse_size("640").unwrap_err().contains("WIDTHxHEIGHT"));
     }
 }

@@ -8,10 +8,15 @@ pub enum Error {
     // The io error is part of the message, not a `source`, so that printing the
     // chain does not say it twice.
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{path}: bad manifest: {message}")]
     Manifest { path: PathBuf, message: String },
-    #[error("{path}: sha256 is {actual}, the manifest expects {expected} (corrupt or replaced file)")]
+    #[error(
+        "{path}: sha256 is {actual}, the manifest expects {expected} (corrupt or replaced file)"
+    )]
     Checksum {
         path: PathBuf,
         expected: String,

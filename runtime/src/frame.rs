@@ -42,6 +42,9 @@ impl RgbFrame {
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
         let format = image::guess_format(bytes)
             .map_err(|_| "unknown format, expected a JPEG or PNG image".to_string())?;
+        if format == image::ImageFormat::Jpeg {
+            return Self::decode_jpeg(bytes);
+        }
         let decoded = image::load_from_memory_with_format(bytes, format)
             .map_err(|e| format!("{format:?} decoding failed: {e}"))?;
         let rgb = decoded.into_rgb8();
@@ -51,6 +54,27 @@ impl RgbFrame {
             height,
             data: rgb.into_raw(),
         })
+    }
+}
+
+impl RgbFrame {
+    /// JPEG through zune-jpeg in strict mode: a lenient decoder paints a truncated
+    /// file's missing rows grey and the model would classify the grey.
+    fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Self, String> {
+        use zune_core::bytestream::ZCursor;
+        use zune_core::colorspace::ColorSpace;
+        use zune_core::options::DecoderOptions;
+        let options = DecoderOptions::default()
+            .set_strict_mode(true)
+            .jpeg_set_out_colorspace(ColorSpace::RGB);
+        let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        let data = decoder
+            .decode()
+            .map_err(|e| format!("JPEG decoding failed: {e:?}"))?;
+        let (width, height) = decoder
+            .dimensions()
+            .ok_or("JPEG decoding failed: no dimensions")?;
+        RgbFrame::new(width as u32, height as u32, data).map_err(|e| e.to_string())
     }
 }
 
@@ -73,6 +97,10 @@ mod tests {
         let frame = RgbFrame::decode(&png).unwrap();
         assert_eq!((frame.width, frame.height), (3, 2));
         assert_eq!(&frame.data[..3], &[1, 2, 3]);
-        assert!(RgbFrame::decode(b"hello").unwrap_err().contains("unknown format"));
+        assert!(
+            RgbFrame::decode(b"hello")
+                .unwrap_err()
+                .contains("unknown format")
+        );
     }
 }

@@ -59,7 +59,12 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
     let initializers: Vec<_> = graph.initializer.iter().collect();
     Ok(ModelInfo {
         parameters: parameters(graph, &initializers),
-        inputs: ports(graph.input.iter().filter(|i| !is_initializer(&initializers, &i.name))),
+        inputs: ports(
+            graph
+                .input
+                .iter()
+                .filter(|i| !is_initializer(&initializers, &i.name)),
+        ),
         outputs: ports(graph.output.iter()),
     })
 }
@@ -72,7 +77,10 @@ fn parameters(graph: &GraphProto, initializers: &[&TensorProto]) -> Vec<Paramete
     let consumers = consumers(&graph.node);
     let mut params = Vec::new();
     for init in initializers {
-        let uses = consumers.get(init.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let uses = consumers
+            .get(init.name.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let dtype = dtype_name(init.data_type);
         // The exporter shares identical tensors (zero biases of a random model)
         // through Identity nodes: each alias is a parameter of its own module.
@@ -205,9 +213,15 @@ mod tests {
     fn module_paths_follow_pytorch() {
         let cases = [
             ("/features/features.0/features.0.0/Conv", "features.0.0"),
-            ("/features/features.1/conv/conv.0/conv.0.0/Conv", "features.1.conv.0.0"),
+            (
+                "/features/features.1/conv/conv.0/conv.0.0/Conv",
+                "features.1.conv.0.0",
+            ),
             ("/layer1/layer1.0/conv1/Conv", "layer1.0.conv1"),
-            ("/layer2/layer2.0/downsample/downsample.0/Conv", "layer2.0.downsample.0"),
+            (
+                "/layer2/layer2.0/downsample/downsample.0/Conv",
+                "layer2.0.downsample.0",
+            ),
             ("/conv1/Conv", "conv1"),
             ("/model.0/conv/Conv", "model.0.conv"),
         ];
@@ -224,8 +238,17 @@ mod tests {
             op_type: "Conv".into(),
             ..Default::default()
         };
-        assert_eq!(pytorch_name("onnx::Conv_538", Some((&node, 1))), "features.0.0.weight");
-        assert_eq!(pytorch_name("onnx::Conv_539", Some((&node, 2))), "features.0.0.bias");
-        assert_eq!(pytorch_name("classifier.1.weight", Some((&node, 1))), "classifier.1.weight");
+        assert_eq!(
+            pytorch_name("onnx::Conv_538", Some((&node, 1))),
+            "features.0.0.weight"
+        );
+        assert_eq!(
+            pytorch_name("onnx::Conv_539", Some((&node, 2))),
+            "features.0.0.bias"
+        );
+        assert_eq!(
+            pytorch_name("classifier.1.weight", Some((&node, 1))),
+            "classifier.1.weight"
+        );
     }
 }

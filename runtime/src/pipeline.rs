@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use serde::Serialize;
-use tract_onnx::prelude::{TVec, TValue};
+use tract_onnx::prelude::{TValue, TVec};
 
 use crate::decode::{self, Class, Detection, FeatureMap};
 use crate::error::{Error, Result};
@@ -145,7 +145,6 @@ impl Pipeline {
         Ok(())
     }
 }
-
 
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3

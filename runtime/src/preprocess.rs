@@ -66,7 +66,9 @@ impl Preprocessor {
             resizer: Resizer::new(),
             resized: Image::new(width, height, PixelType::U8x3),
             lut: normalization_table(spec),
-            tensor: Arc::new(Tensor::zero::<f32>(&[1, 3, height as usize, width as usize]).unwrap()),
+            tensor: Arc::new(
+                Tensor::zero::<f32>(&[1, 3, height as usize, width as usize]).unwrap(),
+            ),
         }
     }
 
@@ -285,7 +287,10 @@ mod tests {
     fn a_frame_smaller_than_the_crop_is_refused() {
         let mut pre = Preprocessor::new(&spec("center-crop", "resize_shorter=8"), 8, 8);
         let err = pre.run(&uniform(1, 9, [0, 0, 0])).unwrap_err().to_string();
-        assert!(err.contains("1x9") && err.contains("8x8 crop") && err.contains("2 px"), "{err}");
+        assert!(
+            err.contains("1x9") && err.contains("8x8 crop") && err.contains("2 px"),
+            "{err}"
+        );
         assert!(pre.run(&uniform(2, 9, [0, 0, 0])).is_ok());
     }
 

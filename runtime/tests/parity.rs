@@ -42,7 +42,10 @@ fn pipeline(model: &str, outputs: Outputs, size: Option<(u32, u32)>) -> Pipeline
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn run_golden(pipeline: &mut Pipeline, input: &str) -> Vec<f32> {
@@ -85,7 +88,10 @@ fn yolov5n_reproduces_the_golden_raw_output() {
         }
     }
     assert!(scores <= 1e-3, "scores differ by {scores}");
-    assert!(coords <= 1e-3, "box coordinates differ by {coords} relative");
+    assert!(
+        coords <= 1e-3,
+        "box coordinates differ by {coords} relative"
+    );
 }
 
 #[test]
@@ -93,7 +99,10 @@ fn yolov5n_finds_the_golden_objects_on_bus_jpg() {
     let mut yolo = pipeline("yolov5n", Outputs::Head, None);
     let frame = RgbFrame::open(&root().join("tests/data/images/bus.jpg")).unwrap();
     let (dets, _) = yolo.detect(&frame, 0.25, 0.45).unwrap();
-    let expected = json("yolov5n.bus.json")["detections"].as_array().unwrap().clone();
+    let expected = json("yolov5n.bus.json")["detections"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(dets.len(), expected.len(), "{dets:?}");
     for want in &expected {
         let class = want["class"].as_u64().unwrap() as usize;
@@ -139,7 +148,10 @@ fn mobilenet_v2_taps_at_224_and_640() {
         let maps = tap_shapes("mobilenet_v2", size);
         let channels: Vec<usize> = maps.iter().map(|m| m.2[1]).collect();
         assert_eq!(channels, vec![24, 32, 96, 1280]);
-        assert_eq!(maps.iter().map(|m| m.1).collect::<Vec<_>>(), vec![4, 8, 16, 32]);
+        assert_eq!(
+            maps.iter().map(|m| m.1).collect::<Vec<_>>(),
+            vec![4, 8, 16, 32]
+        );
         assert_strides(&maps, size);
     }
 }
@@ -168,12 +180,28 @@ fn resnet18_taps_match_pytorch_sums_on_ones() {
         assert_eq!(value.shape(), shape.as_slice(), "{}", tap.name);
         let values = f32_values(&value).unwrap();
         let sum: f64 = values.iter().map(|v| *v as f64).sum();
-        let l2 = values.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        let l2 = values
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let (want_sum, want_l2) = (want["sum"].as_f64().unwrap(), want["l2"].as_f64().unwrap());
-        assert!((sum - want_sum).abs() <= 1e-4 * want_sum.abs(), "{}: sum {sum} vs {want_sum}", tap.name);
+        assert!(
+            (sum - want_sum).abs() <= 1e-4 * want_sum.abs(),
+            "{}: sum {sum} vs {want_sum}",
+            tap.name
+        );
         // The golden L2 was accumulated in f32 over up to 1.6 M values; ours in f64.
-        assert!((l2 - want_l2).abs() <= 1e-3 * want_l2, "{}: l2 {l2} vs {want_l2}", tap.name);
+        assert!(
+            (l2 - want_l2).abs() <= 1e-3 * want_l2,
+            "{}: l2 {l2} vs {want_l2}",
+            tap.name
+        );
         let first8: Vec<f32> = serde_json::from_value(want["first8"].clone()).unwrap();
-        assert!(max_abs_diff(&values[..8], &first8) <= 1e-4, "{}: first values", tap.name);
+        assert!(
+            max_abs_diff(&values[..8], &first8) <= 1e-4,
+            "{}: first values",
+            tap.name
+        );
     }
 }

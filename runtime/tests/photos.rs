@@ -21,12 +21,17 @@ fn mobilenet_v2_agrees_with_pytorch_on_the_test_photos() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["file"].as_str().unwrap().to_string(), i["top5"][0].as_u64().unwrap()))
+        .map(|i| {
+            (
+                i["file"].as_str().unwrap().to_string(),
+                i["top5"][0].as_u64().unwrap(),
+            )
+        })
         .collect();
     let dir = data().join("images/imagenet-test");
     let labels = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
-    let bundle = Bundle::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mobilenet_v2"))
-        .unwrap();
+    let bundle =
+        Bundle::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mobilenet_v2")).unwrap();
     let mut pipeline = Pipeline::load(bundle, &ModelOptions::default()).unwrap();
     let (mut agree, mut correct, mut total) = (0, 0, 0);
     let mut disagreements = Vec::new();
@@ -46,7 +51,12 @@ fn mobilenet_v2_agrees_with_pytorch_on_the_test_photos() {
     }
     assert_eq!(total, 100);
     let accuracy = correct as f64 / total as f64;
-    eprintln!("top-1 agreement with PyTorch {agree}/100, accuracy {accuracy:.2}; differ on {disagreements:?}");
-    assert!(agree >= 98, "only {agree}/100 agree with PyTorch: {disagreements:?}");
+    eprintln!(
+        "top-1 agreement with PyTorch {agree}/100, accuracy {accuracy:.2}; differ on {disagreements:?}"
+    );
+    assert!(
+        agree >= 98,
+        "only {agree}/100 agree with PyTorch: {disagreements:?}"
+    );
     assert!(accuracy >= 0.88, "accuracy {accuracy}");
 }

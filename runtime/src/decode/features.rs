@@ -25,7 +25,8 @@ pub struct FeatureSummary {
 impl FeatureMap {
     pub fn new(name: &str, stride: u32, value: TValue) -> Result<FeatureMap> {
         // Taps are the plan's outputs, so the Arc is normally ours alone: no copy.
-        let tensor = std::sync::Arc::try_unwrap(value.into_arc_tensor()).unwrap_or_else(|shared| (*shared).clone());
+        let tensor = std::sync::Arc::try_unwrap(value.into_arc_tensor())
+            .unwrap_or_else(|shared| (*shared).clone());
         if tensor.rank() != 4 || f32_values(&tensor).is_err() {
             return Err(Error::Inference(format!(
                 "tap {name}: expected an f32 [1, C, H, W] tensor, got {:?} {:?}",

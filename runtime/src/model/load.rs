@@ -52,8 +52,19 @@ impl Model {
         let (width, height) = options.input_size.unwrap_or((spec.width, spec.height));
         let input_shape = [1, 3, height as usize, width as usize];
         let outputs: Vec<&str> = match options.outputs {
-            Outputs::Head => bundle.manifest.output.name.iter().map(|s| s.as_str()).collect(),
-            Outputs::Taps => bundle.manifest.taps.iter().map(|t| t.tensor.as_str()).collect(),
+            Outputs::Head => bundle
+                .manifest
+                .output
+                .name
+                .iter()
+                .map(|s| s.as_str())
+                .collect(),
+            Outputs::Taps => bundle
+                .manifest
+                .taps
+                .iter()
+                .map(|t| t.tensor.as_str())
+                .collect(),
         };
         let plan = optimize(&path, input_shape, &outputs, options.threads)
             .map_err(|e| Error::model(&path, &e))?;

@@ -146,7 +146,7 @@ impl Manifest {
         if input.width == 0 || input.height == 0 {
             return Err("input.width and input.height must be positive".into());
         }
-        if input.std.iter().any(|s| *s == 0.0) {
+        if input.std.contains(&0.0) {
             return Err("input.std must not contain 0".into());
         }
         if input.fit == Fit::CenterCrop && input.resize_shorter.is_none() {
@@ -213,7 +213,10 @@ decoding = "classifier"
     #[test]
     fn a_bad_value_names_what_was_expected() {
         let err = Manifest::parse(&GOOD.replace("center-crop", "centre-crop")).unwrap_err();
-        assert!(err.contains("centre-crop") && err.contains("center-crop"), "{err}");
+        assert!(
+            err.contains("centre-crop") && err.contains("center-crop"),
+            "{err}"
+        );
     }
 
     #[test]
