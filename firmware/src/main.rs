@@ -4,8 +4,13 @@
 //! image on stdout and keep going past a bad image; logs go to stderr.
 
 mod bench;
+mod config;
 mod inspect;
 mod oneshot;
+mod report;
+mod run;
+mod source;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +71,9 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
     },
+    /// The device program: frames from a camera, pipe, folder or video, in real
+    /// time, reported on stdout, serial and GPIO as the config file says.
+    Run(run::RunArgs),
     /// Times inference alone (median of many runs) and prints one JSON line.
     Bench(bench::BenchArgs),
 }
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
         } => oneshot::features(&model, size, out.as_deref(), &run),
         Command::Inspect { model } => inspect::run(&model),
         Command::Bench(args) => bench::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(code) => code,

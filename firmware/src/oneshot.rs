@@ -169,18 +169,18 @@ fn write_npy(dir: &Path, image: &Path, maps: &[FeatureMap], embedding: &[f32]) -
         );
     };
     for map in maps {
-        let shape: Vec<u64> = map.tensor.shape().iter().map(|d| *d as u64).collect();
-        write_array(
-            &dir.join(format!("{stem}.{}.npy", map.name)),
-            &shape,
-            map.values(),
-        )?;
+        write_npy_map(&dir.join(format!("{stem}.{}.npy", map.name)), map)?;
     }
     write_array(
         &dir.join(format!("{stem}.embedding.npy")),
         &[embedding.len() as u64],
         embedding,
     )
+}
+
+pub fn write_npy_map(path: &Path, map: &FeatureMap) -> Result<()> {
+    let shape: Vec<u64> = map.tensor.shape().iter().map(|d| *d as u64).collect();
+    write_array(path, &shape, map.values())
 }
 
 fn write_array(path: &Path, shape: &[u64], values: &[f32]) -> Result<()> {

@@ -1,12 +1,16 @@
 //! Decoded frames: packed 8-bit RGB, the one format every source is turned into
 //! before preprocessing.
 
+mod raw;
+
 use std::path::Path;
+
+pub use raw::{Colour, Matrix, PixelFormat, Range, RawLayout};
 
 use crate::error::{Error, Result};
 
 /// A frame of packed RGB8 pixels, row-major, no row padding.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RgbFrame {
     pub width: u32,
     pub height: u32,

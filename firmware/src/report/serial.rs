@@ -1,0 +1,258 @@
+//! The serial writer thread: encodes reports in the configured wire format and
+//! writes them to a tty, reopening it with back-off when it goes away (a USB
+//! adapter unplugged, a pty closed). Reports wait in a bounded queue meanwhile.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{Report, wire};
+use crate::config::{Parity, SerialConfig, SerialDriver, WireFormat};
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+pub struct Serial {
+    tx: Sender<Arc<Report>>,
+    done: Receiver<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Serial {
+    pub fn start(config: SerialConfig) -> Serial {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("serial".into())
+            .spawn(move || {
+                Writer::new(config).run(rx);
+                let _ = done_tx.send(());
+            })
+            .expect("spawning the serial thread");
+        Serial { tx, done, thread }
+    }
+
+    pub fn send(&self, report: Arc<Report>) {
+        // The writer only ends after `finish`; a send error cannot happen before.
+        let _ = self.tx.send(report);
+    }
+
+    /// Lets the writer drain its queue until `deadline`.
+    pub fn finish(self, deadline: Instant) {
+        drop(self.tx);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if self.done.recv_timeout(left).is_ok() {
+            let _ = self.thread.join();
+        } else {
+            log::warn!("serial: reports still queued at exit were not written");
+        }
+    }
+}
+
+struct Writer {
+    config: SerialConfig,
+    port: Option<Box<dyn Write + Send>>,
+    queue: VecDeque<Vec<u8>>,
+    seq: u32,
+    retry_at: Instant,
+    retry_delay: Duration,
+    lost_since: Option<Instant>,
+    dropped_while_away: u64,
+}
+
+impl Writer {
+    fn new(config: SerialConfig) -> Writer {
+        Writer {
+            config,
+            port: None,
+            queue: VecDeque::new(),
+            seq: 0,
+            retry_at: Instant::now(),
+            retry_delay: RETRY_FIRST,
+            lost_since: None,
+            dropped_while_away: 0,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Arc<Report>>) {
+        let mut closed = false;
+        loop {
+            if !closed {
+                closed = self.receive(&rx);
+            }
+            self.connect();
+            self.write();
+            let stuck = self.port.is_none();
+            if closed && (self.queue.is_empty() || stuck) {
+                break;
+            }
+        }
+    }
+
+    /// Takes what has arrived, waiting as long as there is nothing else to do.
+    /// Returns whether the sender is gone.
+    fn receive(&mut self, rx: &Receiver<Arc<Report>>) -> bool {
+        let wait = if self.port.is_none() {
+            self.retry_at.saturating_duration_since(Instant::now())
+        } else if self.queue.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::ZERO
+        };
+        let mut next = rx.recv_timeout(wait);
+        loop {
+            match next {
+                Ok(report) => self.enqueue(&report),
+                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => return true,
+            }
+            next = rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
+        }
+    }
+
+    fn enqueue(&mut self, report: &Report) {
+        let bytes = match self.config.format {
+            WireFormat::Ndjson => wire::ndjson(self.seq, report),
+            WireFormat::Binary => wire::binary(self.seq, report),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        if self.queue.len() == self.config.queue {
+            self.queue.pop_front();
+            self.dropped_while_away += 1;
+        }
+        self.queue.push_back(bytes);
+    }
+
+    fn connect(&mut self) {
+        if self.port.is_some() || Instant::now() < self.retry_at {
+            return;
+        }
+        let path = self.config.path.display().to_string();
+        match open(&self.config) {
+            Ok(port) => {
+                match self.lost_since.take() {
+                    Some(since) => log::info!(
+                        "serial {path}: back after {:.1} s; {} report(s) dropped meanwhile",
+                        since.elapsed().as_secs_f64(),
+                        std::mem::take(&mut self.dropped_while_away)
+                    ),
+                    None => log::info!("serial {path}: open"),
+                }
+                self.port = Some(port);
+                self.retry_delay = RETRY_FIRST;
+            }
+            Err(err) => {
+                if self.lost_since.is_none() {
+                    log::warn!("serial {path}: {err:#}; retrying until it appears");
+                    self.lost_since = Some(Instant::now());
+                }
+                self.retry_at = Instant::now() + self.retry_delay;
+                self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        let Some(port) = self.port.as_mut() else {
+            return;
+        };
+        while let Some(bytes) = self.queue.front() {
+            if let Err(err) = port.write_all(bytes).and_then(|_| port.flush()) {
+                log::warn!(
+                    "serial {}: lost ({err}); reopening",
+                    self.config.path.display()
+                );
+                self.port = None;
+                self.lost_since = Some(Instant::now());
+                self.retry_at = Instant::now() + self.retry_delay;
+                return;
+            }
+            self.queue.pop_front();
+        }
+    }
+}
+
+fn open(config: &SerialConfig) -> Result<Box<dyn Write + Send>> {
+    match config.driver {
+        SerialDriver::Serialport => open_serialport(config),
+        SerialDriver::Rppal => open_rppal(config),
+    }
+}
+
+fn open_serialport(config: &SerialConfig) -> Result<Box<dyn Write + Send>> {
+    use serialport::{DataBits, StopBits};
+    let data_bits = match config.data_bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        _ => DataBits::Eight,
+    };
+    let parity = match config.parity {
+        Parity::None => serialport::Parity::None,
+        Parity::Odd => serialport::Parity::Odd,
+        Parity::Even => serialport::Parity::Even,
+    };
+    let stop_bits = if config.stop_bits == 2 {
+        StopBits::Two
+    } else {
+        StopBits::One
+    };
+    let port = serialport::new(config.path.to_string_lossy(), config.baud)
+        .data_bits(data_bits)
+        .parity(parity)
+        .stop_bits(stop_bits)
+        .timeout(Duration::from_secs(1))
+        .open()
+        .context("cannot open")?;
+    Ok(Box::new(port))
+}
+
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+fn open_rppal(config: &SerialConfig) -> Result<Box<dyn Write + Send>> {
+    use rppal::uart::{Parity as P, Uart};
+    let parity = match config.parity {
+        Parity::None => P::None,
+        Parity::Odd => P::Odd,
+        Parity::Even => P::Even,
+    };
+    let mut uart = Uart::with_path(
+        &config.path,
+        config.baud,
+        parity,
+        config.data_bits,
+        config.stop_bits,
+    )
+    .context("cannot open the UART")?;
+    uart.set_write_mode(true).context("UART write mode")?;
+    Ok(Box::new(UartWriter(uart)))
+}
+
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+fn open_rppal(_config: &SerialConfig) -> Result<Box<dyn Write + Send>> {
+    anyhow::bail!(
+        "driver \"rppal\" is the Raspberry Pi's UART, only in ARM builds; use \"serialport\""
+    )
+}
+
+/// rppal's UART has its own read/write methods rather than `std::io::Write`.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+struct UartWriter(rppal::uart::Uart);
+
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+impl Write for UartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(std::io::Error::other)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.drain().map_err(std::io::Error::other)
+    }
+}

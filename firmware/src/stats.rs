@@ -1,0 +1,113 @@
+//! Periodic stats in the log: frames per second, capture→report latency
+//! percentiles, dropped and truncated frames; and a summary at exit.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::source::Counters;
+
+pub struct Stats {
+    every: Duration,
+    window_start: Instant,
+    window: Histogram<u64>,
+    total: Histogram<u64>,
+    start: Instant,
+    pub failed: u64,
+}
+
+/// The summary line's content (`summary {json}` in the log at exit).
+#[derive(Serialize)]
+struct Summary {
+    seconds: f64,
+    processed: u64,
+    fps: f64,
+    captured: u64,
+    dropped: u64,
+    truncated: u64,
+    bad: u64,
+    failed: u64,
+    latency_ms: Percentiles,
+}
+
+#[derive(Serialize)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |us: u64| us as f64 / 1e3;
+    Percentiles {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
+
+impl Stats {
+    pub fn new(every: Duration) -> Stats {
+        Stats {
+            every,
+            window_start: Instant::now(),
+            window: histogram(),
+            total: histogram(),
+            start: Instant::now(),
+            failed: 0,
+        }
+    }
+
+    pub fn record(&mut self, latency_ms: f64) {
+        let us = (latency_ms * 1e3).clamp(1.0, 3.6e9) as u64;
+        self.window.saturating_record(us);
+        self.total.saturating_record(us);
+    }
+
+    pub fn maybe_log(&mut self, counters: &Counters) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed < self.every {
+            return;
+        }
+        let p = percentiles(&self.window);
+        log::info!(
+            "stats: {:.1} fps, latency p50 {:.1} p90 {:.1} p99 {:.1} ms, dropped {}, truncated {}",
+            self.window.len() as f64 / elapsed.as_secs_f64(),
+            p.p50,
+            p.p90,
+            p.p99,
+            counters.dropped.load(Ordering::Relaxed),
+            counters.truncated.load(Ordering::Relaxed),
+        );
+        self.window.reset();
+        self.window_start = Instant::now();
+    }
+
+    pub fn summary(&self, counters: &Counters) {
+        let seconds = self.start.elapsed().as_secs_f64();
+        let summary = Summary {
+            seconds,
+            processed: self.total.len(),
+            fps: self.total.len() as f64 / seconds,
+            captured: counters.captured.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            truncated: counters.truncated.load(Ordering::Relaxed),
+            bad: counters.bad.load(Ordering::Relaxed),
+            failed: self.failed,
+            latency_ms: percentiles(&self.total),
+        };
+        log::info!(
+            "summary {}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! `edgebone run`: the device program, driven as a process: frames piped in from
+//! ffmpeg, reports read back from stdout and from a pseudo-terminal, signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{data, model, path};
+use serde_json::Value;
+use serialport::{SerialPort, TTYPort};
+
+const PHOTOS: [(&str, &str); 3] = [
+    ("n01558993_robin.JPEG", "robin"),
+    ("n01882714_koala.JPEG", "koala"),
+    ("n02056570_king_penguin.JPEG", "king penguin"),
+];
+/// Frames per photo in the piped video.
+const HOLD: usize = 4;
+const W: u32 = 320;
+const H: u32 = 240;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_edgebone")
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let file = dir.join("edgebone.toml");
+    let text = format!(
+        "[model]\nbundle = \"{}\"\nthreads = 1\n{body}",
+        path(&model("mobilenet_v2"))
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// A running `edgebone run`, its stdout lines and stderr collected by threads.
+struct Device {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Device {
+    fn start(config: &Path, stdin: Stdio) -> Device {
+        let mut child = Command::new(bin())
+            .args(["run", "--config", path(config)])
+            .env("RUST_LOG", "info")
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let _ = tx.send(line.unwrap());
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            err.read_to_string(&mut text).unwrap();
+            text
+        });
+        Device {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next NDJSON report, waiting at most `timeout`.
+    fn report(&self, timeout: Duration) -> Option<Value> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")))
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Exit code, the remaining reports and stderr, within `timeout`.
+    fn wait(mut self, timeout: Duration) -> (i32, Vec<Value>, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("edgebone did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.join().unwrap();
+        let rest = self
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (status.code().unwrap_or(-1), rest, stderr)
+    }
+}
+
+/// The photos as raw I420 video from ffmpeg: each fitted into W×H (black bars),
+/// held for HOLD frames.
+fn yuv_video() -> Vec<u8> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-nostdin"]);
+    for (file, _) in PHOTOS {
+        cmd.args(["-loop", "1", "-framerate", "10", "-t"])
+            .arg(format!("{}", HOLD as f32 / 10.0))
+            .arg("-i")
+            .arg(data(&format!("images/imagenet-test/{file}")));
+    }
+    let fit = format!(
+        "scale={W}:{H}:force_original_aspect_ratio=decrease,pad={W}:{H}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=10"
+    );
+    let chains: String = (0..PHOTOS.len())
+        .map(|i| format!("[{i}:v]{fit}[v{i}];"))
+        .collect();
+    let inputs: String = (0..PHOTOS.len()).map(|i| format!("[v{i}]")).collect();
+    let graph = format!("{chains}{inputs}concat=n={}:v=1[out]", PHOTOS.len());
+    let out = cmd
+        .args(["-filter_complex", &graph, "-map", "[out]"])
+        .args(["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg (Debian package ffmpeg) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn raw_yuv420_from_ffmpeg_is_classified_frame_by_frame() {
+    let video = yuv_video();
+    let frame_len = (W * H * 3 / 2) as usize;
+    assert_eq!(video.len(), frame_len * HOLD * PHOTOS.len());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[task]\nkind = \"classify\"\ntop_k = 1\n\
+             [source]\nkind = \"pipe\"\nformat = \"yuv420\"\nwidth = {W}\nheight = {H}\n\
+             [capture]\nmode = \"every-frame\"\n"
+        ),
+    );
+    let mut device = Device::start(&config, Stdio::piped());
+    let mut stdin = device.child.stdin.take().unwrap();
+    stdin.write_all(&video).unwrap();
+    stdin.write_all(&video[..frame_len / 3]).unwrap(); // a truncated last frame
+    drop(stdin);
+    let (code, reports, stderr) = device.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    let frames: Vec<u64> = reports
+        .iter()
+        .map(|r| r["frame"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        frames,
+        (0..(HOLD * PHOTOS.len()) as u64).collect::<Vec<_>>()
+    );
+    for report in &reports {
+        let photo = report["frame"].as_u64().unwrap() as usize / HOLD;
+        assert_eq!(report["top"][0]["label"], PHOTOS[photo].1, "{report}");
+        assert!(report["latency_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(stderr.contains("truncated frame"), "{stderr}");
+    let summary = summary(&stderr);
+    assert_eq!(summary["truncated"], 1, "{summary}");
+    assert_eq!(summary["processed"], reports.len(), "{summary}");
+}
+
+/// The `summary {json}` line logged at exit.
+fn summary(stderr: &str) -> Value {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.split_once("summary ").map(|(_, json)| json))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn folder_source(fps: u32) -> String {
+    format!(
+        "[source]\nkind = \"folder\"\npath = \"{}\"\nfps = {fps}\nrepeat = true\n",
+        path(&data("images/imagenet-test"))
+    )
+}
+
+#[test]
+fn sigterm_while_streaming_exits_cleanly_and_reports_every_processed_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("{}[stats]\ninterval_s = 0.5\n", folder_source(30)),
+    );
+    let device = Device::start(&config, Stdio::null());
+    let first = device
+        .report(Duration::from_secs(30))
+        .expect("a first report");
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Instant::now();
+    device.terminate();
+    let (code, rest, stderr) = device.wait(Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    let mut frames = vec![first["frame"].as_u64().unwrap()];
+    frames.extend(rest.iter().map(|r| r["frame"].as_u64().unwrap()));
+    assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
+    let summary = summary(&stderr);
+    assert_eq!(summary["processed"], frames.len(), "{summary}\n{frames:?}");
+    assert!(stderr.contains("stats: "), "{stderr}");
+}
+
+/// 30 fps in, MobileNetV2 on this machine: the loop keeps up or drops frames;
+/// capture→report latency stays bounded either way.
+#[test]
+fn a_30_fps_source_keeps_latency_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &folder_source(30));
+    let device = Device::start(&config, Stdio::null());
+    device
+        .report(Duration::from_secs(30))
+        .expect("a first report");
+    std::thread::sleep(Duration::from_secs(4));
+    device.terminate();
+    let (code, _, stderr) = device.wait(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let summary = summary(&stderr);
+    let captured = summary["captured"].as_u64().unwrap();
+    let processed = summary["processed"].as_u64().unwrap();
+    let dropped = summary["dropped"].as_u64().unwrap();
+    // Every captured frame is either processed or counted as dropped (one may be
+    // in flight at exit).
+    assert!(captured - processed - dropped <= 1, "{summary}");
+    assert!(captured >= 90, "{summary}");
+    let p99 = summary["latency_ms"]["p99"].as_f64().unwrap();
+    // Newest-frame-wins: latency is a frame's own processing, never a queue.
+    assert!(p99 < 500.0, "{summary}");
+    eprintln!("30 fps folder source: {summary}");
+}
+
+/// A pseudo-terminal pair whose slave is reached through a symlink, as udev's
+/// /dev/serial/by-id links reach USB adapters.
+fn pty(link: &Path) -> TTYPort {
+    let (mut master, slave) = TTYPort::pair().unwrap();
+    let name = slave.name().unwrap();
+    drop(slave);
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(name, link).unwrap();
+    master.set_timeout(Duration::from_millis(200)).unwrap();
+    master
+}
+
+fn serial_config(dir: &Path, link: &Path, format: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{}[stdout]\nenabled = false\n[serial]\npath = \"{}\"\nformat = \"{format}\"\n",
+            folder_source(20),
+            path(link)
+        ),
+    )
+}
+
+/// Reads from the master until `want` delimited messages arrived (or 30 s).
+fn read_messages(master: &mut TTYPort, delimiter: u8, want: usize) -> Vec<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let start = Instant::now();
+    while buf.iter().filter(|b| **b == delimiter).count() < want {
+        assert!(start.elapsed() < Duration::from_secs(30), "only {buf:?}");
+        match master.read(&mut chunk) {
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            // EIO until the program has opened the slave end.
+            Err(e) if e.raw_os_error() == Some(5) || e.kind() == std::io::ErrorKind::BrokenPipe => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    buf.split(|b| *b == delimiter)
+        .take(want)
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A microcontroller's view of the binary format (README, "Serial reports").
+#[derive(Debug, serde::Deserialize)]
+struct Wire {
+    seq: u32,
+    frame: u64,
+    _captured_unix_ms: u64,
+    _latency_us: u32,
+    results: WireResults,
+}
+
+#[derive(Debug, serde::Deserialize)]
+enum WireResults {
+    Top(Vec<(u16, f32)>),
+    #[allow(dead_code)]
+    Detections(Vec<(u16, f32, [f32; 4])>),
+    #[allow(dead_code)]
+    Embedding(Vec<f32>),
+}
+
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// COBS-decodes and checks the CRC; `Err` names what is wrong.
+fn decode_binary(frame: &[u8]) -> Result<Wire, String> {
+    let payload = cobs::decode_vec(frame).map_err(|e| format!("COBS: {e:?}"))?;
+    if payload.len() < 4 {
+        return Err("short frame".into());
+    }
+    let (body, crc) = payload.split_at(payload.len() - 4);
+    if CRC32.checksum(body).to_le_bytes() != crc {
+        return Err("CRC mismatch".into());
+    }
+    postcard::from_bytes(body).map_err(|e| format!("postcard: {e}"))
+}
+
+fn assert_consecutive(seqs: &[u32]) {
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
+
+#[test]
+fn binary_serial_reports_survive_the_device_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyEDGE");
+    let mut master = pty(&link);
+    let config = serial_config(dir.path(), &link, "binary");
+    let device = Device::start(&config, Stdio::null());
+    // The first message may have been cut by opening mid-stream: skip it.
+    let frames = read_messages(&mut master, 0, 6);
+    let first: Vec<Wire> = frames[1..]
+        .iter()
+        .map(|f| decode_binary(f).unwrap())
+        .collect();
+    assert_consecutive(&first.iter().map(|w| w.seq).collect::<Vec<_>>());
+    assert!(first.windows(2).all(|w| w[0].frame < w[1].frame));
+    let WireResults::Top(top) = &first[0].results else {
+        panic!("{:?}", first[0])
+    };
+    assert_eq!(top.len(), 5);
+    // A flipped bit is caught by the CRC.
+    let mut corrupt = cobs::decode_vec(&frames[2]).unwrap();
+    corrupt[3] ^= 0x01;
+    let corrupt = cobs::encode_vec(&corrupt);
+    assert_eq!(decode_binary(&corrupt).unwrap_err(), "CRC mismatch");
+
+    // The device goes away (the adapter unplugged), then comes back.
+    drop(master);
+    std::thread::sleep(Duration::from_millis(700));
+    let mut master = pty(&link);
+    let frames = read_messages(&mut master, 0, 5);
+    let after: Vec<Wire> = frames[1..]
+        .iter()
+        .map(|f| decode_binary(f).unwrap())
+        .collect();
+    assert_consecutive(&after.iter().map(|w| w.seq).collect::<Vec<_>>());
+    assert!(after[0].seq > first.last().unwrap().seq);
+    device.terminate();
+    let (code, _, stderr) = device.wait(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("lost ("), "{stderr}");
+    assert!(stderr.contains("back after"), "{stderr}");
+}
+
+#[test]
+fn ndjson_serial_lines_carry_seq_and_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyEDGE");
+    let mut master = pty(&link);
+    let config = serial_config(dir.path(), &link, "ndjson");
+    let device = Device::start(&config, Stdio::null());
+    let lines = read_messages(&mut master, b'\n', 5);
+    device.terminate();
+    let (code, stdout, stderr) = device.wait(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "stdout reports were disabled");
+    let mut seqs = Vec::new();
+    for line in &lines[1..] {
+        let value: Value = serde_json::from_slice(line).unwrap();
+        let text = std::str::from_utf8(line).unwrap();
+        let cut = text.rfind(",\"crc\":").unwrap();
+        let crc = format!("{:08x}", CRC32.checksum(&line[..cut]));
+        assert_eq!(value["crc"], crc.as_str(), "{text}");
+        assert_eq!(value["top"].as_array().unwrap().len(), 5);
+        seqs.push(value["seq"].as_u64().unwrap() as u32);
+    }
+    assert_consecutive(&seqs);
+}
+
+#[test]
+fn gpio_rules_log_levels_and_rest_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "[gpio]\ndriver = \"log\"\n\
+                 [[gpio.rules]]\nclass = \"robin\"\nmin_score = 0.5\npin = 17\naction = \"hold\"\nms = 300\n\
+                 [[gpio.rules]]\npin = 27\naction = \"pulse\"\nms = 20\n";
+    let config = write_config(dir.path(), &format!("{}{rules}", folder_source(30)));
+    let device = Device::start(&config, Stdio::null());
+    device.report(Duration::from_secs(30)).expect("a report");
+    std::thread::sleep(Duration::from_millis(500));
+    device.terminate();
+    let (code, _, stderr) = device.wait(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    let levels: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("gpio 27: ").map(|(_, level)| level))
+        .collect();
+    // Safe at start, pulses up and down, safe at exit.
+    assert_eq!(levels.first(), Some(&"low"), "{stderr}");
+    assert!(levels.contains(&"high"), "{stderr}");
+    assert_eq!(levels.last(), Some(&"low"), "{stderr}");
+    assert!(stderr.contains("gpio 17: low"), "{stderr}");
+}
+
+#[test]
+fn print_config_shows_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &folder_source(15));
+    let out = Command::new(bin())
+        .args(["run", "--config", path(&config), "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "kind = \"classify\"",
+        "top_k = 5",
+        "mode = \"live\"",
+        "interval_s = 10.0",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+}
+
+fn start_error(body: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), body);
+    let out = Command::new(bin())
+        .args(["run", "--config", path(&config)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn bad_configs_and_devices_fail_at_start_with_one_clear_line() {
+    let pipe = "[source]\nkind = \"pipe\"\nformat = \"yuv420\"\nwidth = 64\nheight = 48\n";
+    let cases = [
+        (pipe.replace("format", "fromat"), "unknown field `fromat`"),
+        (pipe.replace("yuv420", "yuv444"), "unknown variant `yuv444`"),
+        (
+            format!("{pipe}path = \"/nonexistent/fifo\"\n"),
+            "/nonexistent/fifo",
+        ),
+        (
+            format!(
+                "{pipe}[gpio]\ndriver = \"cdev\"\nchip = \"/dev/gpiochip99\"\n[[gpio.rules]]\npin = 400\naction = \"hold\"\nms = 5\n"
+            ),
+            "pin 400",
+        ),
+        (
+            "[source]\nkind = \"v4l\"\nformat = \"nv12\"\nwidth = 64\nheight = 48\n".into(),
+            "V4L2 capture supports \"mjpeg\" or \"yuyv\"",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (code, stderr) = start_error(&body);
+        assert_ne!(code, 0, "{body}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains(expected), "{expected} in {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_camera_is_retried_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[source]\nkind = \"v4l\"\ndevice = \"/dev/video-missing\"\nwidth = 640\nheight = 480\n\
+         [capture]\nretry_initial_ms = 50\nretry_max_ms = 100\n",
+    );
+    let device = Device::start(&config, Stdio::null());
+    std::thread::sleep(Duration::from_millis(1200));
+    device.terminate();
+    let (code, reports, stderr) = device.wait(Duration::from_secs(5));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(reports.is_empty());
+    assert!(stderr.contains("/dev/video-missing"), "{stderr}");
+    assert!(stderr.matches("retry").count() >= 3, "{stderr}");
+}
