@@ -12,11 +12,16 @@ use super::{FrameSource, Pixels, ReadError};
 
 pub struct Pipe {
     path: PathBuf,
+    /// A named pipe outlives its writer: at its end, wait for the next writer
+    /// (rpicam-vid restarted) instead of ending the program.
+    fifo: bool,
     reader: StreamReader<Box<dyn Read + Send>>,
 }
 
 impl Pipe {
     pub fn open(path: &Path, layout: RawLayout, colour: Colour) -> Result<Pipe> {
+        use std::os::unix::fs::FileTypeExt;
+        let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
         let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -25,6 +30,7 @@ impl Pipe {
         };
         Ok(Pipe {
             path: path.into(),
+            fifo,
             reader: StreamReader::new(input, layout, colour),
         })
     }
@@ -32,10 +38,16 @@ impl Pipe {
 
 impl FrameSource for Pipe {
     fn next(&mut self) -> Result<Option<Pixels>, ReadError> {
-        self.reader.next().map_err(|e| match e {
-            ReadError::Lost(err) => ReadError::Lost(err.context(self.path.display().to_string())),
+        match self.reader.next() {
+            Ok(None) if self.fifo => Err(ReadError::Lost(anyhow::anyhow!(
+                "{}: the writer closed the pipe",
+                self.path.display()
+            ))),
+            Err(ReadError::Lost(err)) => Err(ReadError::Lost(
+                err.context(self.path.display().to_string()),
+            )),
             other => other,
-        })
+        }
     }
 }
 
