@@ -445,6 +445,12 @@ impl Config {
             if rule.ms == 0 {
                 bail!("gpio.rules[{i}].ms: expected a positive number of milliseconds");
             }
+            if self.gpio.driver == GpioDriver::Rppal && rule.pin > 27 {
+                bail!(
+                    "gpio.rules[{i}].pin: the Raspberry Pi's header has GPIO 0 to 27 (BCM numbering), not {}",
+                    rule.pin
+                );
+            }
         }
         for (i, a) in self.gpio.rules.iter().enumerate() {
             let clash = self.gpio.rules[..i]
@@ -557,6 +563,13 @@ mod tests {
         let err = error(&format!("{MINIMAL}{rule}"));
         assert!(
             err.contains("unknown variant `blink`, expected `hold` or `pulse`"),
+            "{err}"
+        );
+        let pi =
+            "[gpio]\ndriver = \"rppal\"\n[[gpio.rules]]\npin = 40\naction = \"hold\"\nms = 5\n";
+        let err = error(&format!("{MINIMAL}{pi}"));
+        assert!(
+            err.contains("gpio.rules[0].pin: the Raspberry Pi's header has GPIO 0 to 27"),
             "{err}"
         );
     }

@@ -47,6 +47,14 @@ impl Results {
     }
 }
 
+fn write_line(stdout: &std::io::Stdout, report: &Report) -> Result<()> {
+    let mut line = serde_json::to_vec(report)?;
+    line.push(b'\n');
+    let mut out = stdout.lock();
+    out.write_all(&line).and_then(|_| out.flush())?;
+    Ok(())
+}
+
 /// Every configured output.
 pub struct Reporter {
     stdout: Option<std::io::Stdout>,
@@ -71,7 +79,7 @@ impl Reporter {
         })
     }
 
-    pub fn send(&mut self, report: Report) -> Result<()> {
+    pub fn send(&mut self, report: Report) {
         let report = Arc::new(report);
         if let Some(gpio) = &self.gpio {
             gpio.send(report.results.hits());
@@ -79,15 +87,13 @@ impl Reporter {
         if let Some(serial) = &self.serial {
             serial.send(report.clone());
         }
-        if let Some(stdout) = &mut self.stdout {
-            let mut line = serde_json::to_vec(&*report)?;
-            line.push(b'\n');
-            let mut out = stdout.lock();
-            out.write_all(&line)
-                .and_then(|_| out.flush())
-                .context("stdout")?;
+        if let Some(stdout) = &mut self.stdout
+            && let Err(err) = write_line(stdout, &report)
+        {
+            // A closed stdout must not stop serial and GPIO reports.
+            log::error!("stdout: {err:#}; stdout reports are off from now on");
+            self.stdout = None;
         }
-        Ok(())
     }
 
     /// Flushes pending serial reports (waiting at most `timeout`) and puts the
