@@ -4,6 +4,6 @@ mod bundle;
 mod load;
 pub mod manifest;
 
-pub use bundle::{Bundle, sha256_hex};
+pub use bundle::{Bundle, MANIFEST_FILE, sha256_hex};
 pub use load::{Model, ModelOptions, Outputs};
 pub use manifest::{Decoding, Fit, InputSpec, Interpolation, Manifest, Tap};

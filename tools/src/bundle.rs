@@ -1,0 +1,72 @@
+//! Writes the quantized model as a bundle beside its float original's manifest.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use edgebone::Bundle;
+use edgebone::model::{MANIFEST_FILE, sha256_hex};
+use serde::Serialize;
+use tract_onnx::pb::ModelProto;
+
+use crate::calibrate::{QParams, Range};
+use crate::onnx;
+
+/// What `quantization.json` records: enough to see and reproduce every choice.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub source_network: String,
+    pub source_sha256: String,
+    pub method: String,
+    pub percentile: Option<f64>,
+    pub calibration_images: usize,
+    pub float_layers: Vec<String>,
+    pub int8_layers: usize,
+    pub activations: Vec<Activation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Activation {
+    pub tensor: String,
+    pub min: f32,
+    pub max: f32,
+    pub range: Range,
+    pub qparams: QParams,
+}
+
+/// Writes network, manifest, labels and record into `out`; returns the bundle folder.
+pub fn write(source: &Bundle, proto: &ModelProto, out: &Path, record: &Record) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("output folder {}", out.display()))?;
+    let stem = Path::new(&source.manifest.network)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("network");
+    let network = format!("{stem}_int8.onnx");
+    let network_path = out.join(&network);
+    onnx::save(proto, &network_path)?;
+    let sha256 = sha256_hex(&network_path)?;
+    if let Some(labels) = &source.manifest.labels {
+        let from = source.dir.join(labels);
+        std::fs::copy(&from, out.join(labels)).with_context(|| from.display().to_string())?;
+    }
+    let manifest_path = source.dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| manifest_path.display().to_string())?;
+    let mut manifest: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| manifest_path.display().to_string())?;
+    manifest["name"] = toml_edit::value(format!("{}_int8", source.manifest.name));
+    manifest["network"] = toml_edit::value(network);
+    manifest["sha256"] = toml_edit::value(sha256);
+    let header = format!(
+        "# int8 (QDQ) made by `quantize int8` from {} ({} calibration, {} images);\n\
+         # every activation range and scale is in quantization.json.\n",
+        source.manifest.network, record.method, record.calibration_images
+    );
+    let manifest_out = out.join(MANIFEST_FILE);
+    std::fs::write(&manifest_out, header + &manifest.to_string())
+        .with_context(|| manifest_out.display().to_string())?;
+    let record_path = out.join("quantization.json");
+    std::fs::write(&record_path, serde_json::to_string_pretty(record)? + "\n")
+        .with_context(|| record_path.display().to_string())?;
+    Ok(out.to_path_buf())
+}

@@ -1,0 +1,294 @@
+//! Activation ranges from calibration data: min-max, percentile and entropy (KL).
+
+use serde::Serialize;
+
+/// Histogram bins per sign of a tensor's values.
+pub const BINS: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum Method {
+    /// The whole observed range: no clipping, coarsest steps.
+    MinMax,
+    /// Clips each side at a percentile of its values (`--percentile`).
+    Percentile,
+    /// Picks each side's clipping threshold that loses the least information
+    /// (KL divergence between the clipped and the quantized histograms, as
+    /// TensorRT and ONNX Runtime do).
+    Entropy,
+}
+
+/// What one activation tensor did over the calibration images.
+///
+/// Two passes: the first finds the extremes, the second fills histograms of the
+/// positive and the negative values between 0 and those extremes.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    pub min: f32,
+    pub max: f32,
+    positive: Vec<u64>,
+    negative: Vec<u64>,
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Observer {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            positive: vec![0; BINS],
+            negative: vec![0; BINS],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Range {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Observer {
+    pub fn observe_extremes(&mut self, values: &[f32]) {
+        for &v in values {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+    }
+
+    pub fn observe_histogram(&mut self, values: &[f32]) {
+        let up = BINS as f32 / self.max.max(f32::MIN_POSITIVE);
+        let down = BINS as f32 / (-self.min).max(f32::MIN_POSITIVE);
+        for &v in values {
+            if v > 0.0 {
+                self.positive[((v * up) as usize).min(BINS - 1)] += 1;
+            } else if v < 0.0 {
+                self.negative[((-v * down) as usize).min(BINS - 1)] += 1;
+            }
+        }
+    }
+
+    /// The range to quantize to; it always contains 0 so that 0 (padding, ReLU's
+    /// floor) is exact.
+    pub fn range(&self, method: Method, percentile: f64) -> Range {
+        let (lo, hi) = (self.min.min(0.0), self.max.max(0.0));
+        if method == Method::MinMax || hi - lo <= 0.0 {
+            return Range { lo, hi };
+        }
+        // Each side gets the share of the 255 steps its extreme asks for.
+        let up_levels = (255.0 * hi / (hi - lo)).round() as usize;
+        let side = |hist: &[u64], extreme: f32, levels: usize| -> f32 {
+            let width = extreme / BINS as f32;
+            match method {
+                Method::MinMax => extreme,
+                Method::Percentile => quantile_bin(hist, percentile / 100.0)
+                    .map_or(0.0, |bin| ((bin + 1) as f32 * width).min(extreme)),
+                // Too few steps on a side (SiLU's small negative tail) leave nothing
+                // to trade: keep its extreme.
+                Method::Entropy if levels < 16 => extreme,
+                Method::Entropy => kl_threshold_bins(hist, levels) as f32 * width,
+            }
+        };
+        Range {
+            lo: -side(&self.negative, -lo, 255 - up_levels),
+            hi: side(&self.positive, hi, up_levels),
+        }
+    }
+}
+
+/// The first bin at which the cumulative count reaches `fraction` of the total.
+fn quantile_bin(hist: &[u64], fraction: f64) -> Option<usize> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let target = (fraction * total as f64).ceil() as u64;
+    let mut seen = 0;
+    hist.iter().position(|&count| {
+        seen += count;
+        seen >= target
+    })
+}
+
+/// How many of the histogram's bins to keep so that quantizing them to `levels`
+/// steps loses the least information (the outliers past the threshold fold into
+/// the last kept bin). At least `levels` bins are kept.
+pub fn kl_threshold_bins(hist: &[u64], levels: usize) -> usize {
+    let levels = levels.clamp(1, hist.len());
+    if hist.iter().all(|&c| c == 0) {
+        return hist.len();
+    }
+    (levels..=hist.len())
+        .map(|kept| (kept, kl_divergence(hist, kept, levels)))
+        .fold((hist.len(), f64::INFINITY), |best, (kept, kl)| {
+            if kl < best.1 { (kept, kl) } else { best }
+        })
+        .0
+}
+
+fn kl_divergence(hist: &[u64], kept: usize, levels: usize) -> f64 {
+    let mut reference: Vec<f64> = hist[..kept].iter().map(|&c| c as f64).collect();
+    reference[kept - 1] += hist[kept..].iter().sum::<u64>() as f64;
+    // Merge the kept bins into `levels` steps, then spread each step's count back
+    // over the bins that had values.
+    let mut quantized = vec![0.0; kept];
+    for level in 0..levels {
+        let (start, end) = (level * kept / levels, (level + 1) * kept / levels);
+        let bins = &hist[start..end];
+        let filled = bins.iter().filter(|&&c| c > 0).count();
+        if filled == 0 {
+            continue;
+        }
+        let share = bins.iter().sum::<u64>() as f64 / filled as f64;
+        for (q, &c) in quantized[start..end].iter_mut().zip(bins) {
+            if c > 0 {
+                *q = share;
+            }
+        }
+    }
+    let (p, q) = (smooth(&reference), smooth(&quantized));
+    p.iter()
+        .zip(&q)
+        .filter(|(p, _)| **p > 0.0)
+        .map(|(p, q)| p * (p / q).ln())
+        .sum()
+}
+
+/// Normalizes to a distribution with no empty bin (so the divergence is finite),
+/// moving a little mass from the filled bins to the empty ones.
+fn smooth(counts: &[f64]) -> Vec<f64> {
+    const EPS: f64 = 1e-4;
+    let total: f64 = counts.iter().sum();
+    let zeros = counts.iter().filter(|&&c| c == 0.0).count();
+    let filled = counts.len() - zeros;
+    if total == 0.0 || filled == 0 {
+        return vec![1.0 / counts.len() as f64; counts.len()];
+    }
+    let take = EPS * zeros as f64 / filled as f64;
+    counts
+        .iter()
+        .map(|&c| if c == 0.0 { EPS } else { c / total - take })
+        .map(|v| v.max(EPS * 1e-3))
+        .collect()
+}
+
+/// Affine int8 parameters for a range: `real = scale * (q - zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i8,
+}
+
+pub fn activation_qparams(range: Range) -> QParams {
+    let (lo, hi) = (range.lo.min(0.0), range.hi.max(0.0));
+    if hi - lo <= f32::MIN_POSITIVE {
+        return QParams {
+            scale: 1.0,
+            zero_point: 0,
+        };
+    }
+    let scale = (hi - lo) / 255.0;
+    let zero_point = (-128.0 - lo / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+    QParams { scale, zero_point }
+}
+
+/// Symmetric per-channel int8 weights: `values` split along `axis` of `dims`.
+/// Returns the int8 values and one scale per channel (zero points are 0).
+pub fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
+    let channels = dims[axis] as usize;
+    let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
+    let channel_of = |i: usize| (i / inner) % channels;
+    let mut absmax = vec![0f32; channels];
+    for (i, v) in values.iter().enumerate() {
+        let c = channel_of(i);
+        absmax[c] = absmax[c].max(v.abs());
+    }
+    // An all-zero channel still needs a valid (non-zero) scale.
+    let scales: Vec<f32> = absmax
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            (v / scales[channel_of(i)])
+                .round_ties_even()
+                .clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    (q, scales)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(values: &[f32]) -> Observer {
+        let mut o = Observer::default();
+        o.observe_extremes(values);
+        o.observe_histogram(values);
+        o
+    }
+
+    /// A deterministic bell curve on [-1, 1] and one far outlier.
+    fn bell_with_outlier() -> Vec<f32> {
+        let mut values: Vec<f32> = (0..20000)
+            .map(|i| {
+                let u = (i as f32 + 0.5) / 20000.0;
+                // a sum of three uniforms: roughly normal, bounded by ±1.5
+                let (a, b, c) = (u, (u * 7.31).fract(), (u * 13.7).fract());
+                a + b + c - 1.5
+            })
+            .collect();
+        values.push(40.0);
+        values
+    }
+
+    #[test]
+    fn minmax_keeps_everything() {
+        let r = observed(&bell_with_outlier()).range(Method::MinMax, 0.0);
+        assert_eq!(r.hi, 40.0);
+        assert!(r.lo < -1.4 && r.lo >= -1.5, "{r:?}");
+    }
+
+    #[test]
+    fn percentile_and_entropy_clip_the_outlier() {
+        let o = observed(&bell_with_outlier());
+        let p = o.range(Method::Percentile, 99.9);
+        assert!(p.hi > 1.0 && p.hi < 1.6, "{p:?}");
+        // Entropy keeps at least one histogram bin per int8 step (246 of 2048 on
+        // this side), so it can cut the outlier's range to an eighth, not further.
+        let e = o.range(Method::Entropy, 0.0);
+        assert!(e.hi > 1.5 && e.hi <= 40.0 * 246.0 / 2048.0 + 0.1, "{e:?}");
+    }
+
+    #[test]
+    fn entropy_keeps_a_range_without_outliers() {
+        let values: Vec<f32> = (0..4096).map(|i| i as f32 / 4096.0).collect();
+        let e = observed(&values).range(Method::Entropy, 0.0);
+        assert!(e.hi > 0.9, "{e:?}");
+        assert_eq!(e.lo, 0.0);
+    }
+
+    #[test]
+    fn qparams_make_zero_exact_and_span_the_range() {
+        let q = activation_qparams(Range { lo: 0.0, hi: 6.0 });
+        assert_eq!(q.zero_point, -128);
+        assert!((q.scale * 255.0 - 6.0).abs() < 1e-6);
+        let q = activation_qparams(Range { lo: -1.0, hi: 3.0 });
+        let real = |x: i8| q.scale * (x as f32 - q.zero_point as f32);
+        assert!(real(-128) <= -0.98 && real(127) >= 2.98, "{q:?}");
+        assert_eq!(real(q.zero_point), 0.0);
+    }
+
+    #[test]
+    fn weights_are_per_channel_symmetric() {
+        // two output channels of two values: [1, -0.5] and [0.02, 0.015]
+        let (q, scales) = quantize_weights(&[1.0, -0.5, 0.02, 0.015], &[2, 1, 1, 2], 0);
+        assert_eq!(q, vec![127, -64, 127, 95]);
+        assert!((scales[0] - 1.0 / 127.0).abs() < 1e-9);
+        assert!((scales[1] - 0.02 / 127.0).abs() < 1e-9);
+        // Gemm weights [K=2, N=2] quantized per column (axis 1)
+        let (q, _) = quantize_weights(&[1.0, 0.1, -1.0, 0.05], &[2, 2], 1);
+        assert_eq!(q, vec![127, 127, -127, 64]);
+    }
+}

@@ -1,0 +1,190 @@
+//! `quantize`: post-training int8 quantization of edgebone model bundles, on the
+//! host. Float bundle and calibration photos in; an int8 QDQ bundle out, with a
+//! float-against-int8 report.
+
+mod activations;
+mod bundle;
+mod calibrate;
+mod eval;
+mod images;
+mod onnx;
+mod qdq;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use edgebone::Bundle;
+
+use calibrate::{Method, activation_qparams};
+
+#[derive(Parser)]
+#[command(
+    name = "quantize",
+    version,
+    about = "int8 quantization of edgebone model bundles"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Static int8 quantization: weights per output channel (symmetric),
+    /// activations per tensor, ranges from calibration photos.
+    Int8(Int8Args),
+    /// Float against int8 on a folder of photos (top-1 with the folder's
+    /// labels.tsv, agreement, output cosine).
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct Int8Args {
+    /// The float model bundle (a folder with manifest.toml).
+    model: PathBuf,
+    /// Photos like the ones the device will see; never the evaluation photos.
+    #[arg(long)]
+    calib: PathBuf,
+    /// Where to write the int8 bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// How activation ranges are chosen.
+    #[arg(long, value_enum, default_value_t = Method::Entropy)]
+    method: Method,
+    /// For `--method percentile`: the share of each sign's values kept inside the range.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// A layer (node name) to leave in float; repeatable.
+    #[arg(long)]
+    keep_float: Vec<String>,
+    /// Compare float and int8 on this folder of photos once written.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The float bundle.
+    float: PathBuf,
+    /// The int8 bundle.
+    int8: PathBuf,
+    /// Photos to compare on (with a labels.tsv for top-1 accuracy).
+    #[arg(long)]
+    images: PathBuf,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct Output {
+    /// Print the evaluation as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Threads for inference.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Int8(args) => int8(args),
+        Command::Eval(args) => eval(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn int8(args: &Int8Args) -> Result<()> {
+    if !(50.0..=100.0).contains(&args.percentile) {
+        anyhow::bail!(
+            "--percentile {}: expected a value between 50 and 100",
+            args.percentile
+        );
+    }
+    let source = Bundle::open(&args.model)?;
+    let files = images::list(&args.calib, "calibration")?;
+    let mut proto = onnx::load(&source.network_path())?;
+    let graph = onnx::graph_mut(&mut proto);
+    onnx::inline_identities(graph);
+    let folded = onnx::fold_batch_norms(graph)?;
+    let keep: HashSet<String> = args.keep_float.iter().cloned().collect();
+    let plan = qdq::plan(graph, &keep)?;
+    log::info!(
+        "{}: {} BatchNorm folded, {} layers to int8 ({} kept float), {} activations to calibrate on {} photos",
+        source.network_path().display(),
+        folded,
+        plan.layers.len(),
+        plan.float_layers.len(),
+        plan.activations.len(),
+        files.len()
+    );
+    let spec = &source.manifest.input;
+    let (observers, used) =
+        activations::observe(&proto, spec, &files, &plan.activations, args.method)?;
+    let mut qparams = HashMap::new();
+    let mut record_activations = Vec::new();
+    for tensor in &plan.activations {
+        let observer = &observers[tensor];
+        let range = observer.range(args.method, args.percentile);
+        let q = activation_qparams(range);
+        qparams.insert(tensor.clone(), q);
+        record_activations.push(bundle::Activation {
+            tensor: tensor.clone(),
+            min: observer.min,
+            max: observer.max,
+            range,
+            qparams: q,
+        });
+    }
+    qdq::rewrite(onnx::graph_mut(&mut proto), &plan, &qparams)?;
+    let record = bundle::Record {
+        source_network: source.manifest.network.clone(),
+        source_sha256: source.manifest.sha256.clone(),
+        method: format!("{:?}", args.method).to_lowercase(),
+        percentile: (args.method == Method::Percentile).then_some(args.percentile),
+        calibration_images: used,
+        float_layers: plan.float_layers.clone(),
+        int8_layers: plan.layers.len(),
+        activations: record_activations,
+    };
+    let out = bundle::write(&source, &proto, &args.out, &record)?;
+    log::info!("wrote {}", out.display());
+    if let Some(dir) = &args.eval {
+        let int8 = Bundle::open(&out)?;
+        print(
+            &eval::compare(&source, &int8, dir, args.output.threads)?,
+            &args.output,
+        )?;
+    }
+    Ok(())
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let float = Bundle::open(&args.float)?;
+    let int8 = Bundle::open(&args.int8)?;
+    print(
+        &eval::compare(&float, &int8, &args.images, args.output.threads)?,
+        &args.output,
+    )
+}
+
+fn print(report: &eval::Report, output: &Output) -> Result<()> {
+    if output.json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}
