@@ -271,3 +271,109 @@ pub fn drop_unused_initializers(graph: &mut GraphProto) {
     graph.initializer.retain(|t| !dropped.contains(&t.name));
     graph.input.retain(|v| !dropped.contains(&v.name));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::type_proto::{self, Value};
+    use tract_onnx::pb::{OperatorSetIdProto, TypeProto, ValueInfoProto};
+    use tract_onnx::prelude::*;
+
+    fn float_value(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(TypeProto {
+                value: Some(Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// x [1,1,2,2] → Conv (2 output channels, 1×1) → BatchNormalization → y
+    fn conv_bn() -> ModelProto {
+        let mut bn = node(
+            "BatchNormalization",
+            "bn",
+            &["c", "g", "b", "m", "v"],
+            &["y"],
+        );
+        bn.attribute.push(AttributeProto {
+            name: "epsilon".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Float as i32,
+            f: 1e-3,
+            ..Default::default()
+        });
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                node: vec![node("Conv", "conv", &["x", "w", "wb"], &["c"]), bn],
+                initializer: vec![
+                    float_tensor("w", &[2, 1, 1, 1], &[0.5, -2.0]),
+                    float_tensor("wb", &[2], &[0.1, 0.2]),
+                    float_tensor("g", &[2], &[1.5, 0.7]),
+                    float_tensor("b", &[2], &[-0.3, 0.4]),
+                    float_tensor("m", &[2], &[0.2, -1.0]),
+                    float_tensor("v", &[2], &[4.0, 0.25]),
+                ],
+                input: vec![float_value("x")],
+                output: vec![float_value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn run(proto: &ModelProto) -> Vec<f32> {
+        let x = tract_ndarray::Array4::from_shape_vec((1, 1, 2, 2), vec![1.0f32, -2.0, 3.0, 0.5])
+            .unwrap();
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .unwrap()
+            .with_input_fact(0, f32::fact([1, 1, 2, 2]).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let y = plan.run(tvec![Tensor::from(x).into_tvalue()]).unwrap();
+        edgebone::decode::f32_values(&y[0]).unwrap().to_vec()
+    }
+
+    #[test]
+    fn batch_norm_folds_into_the_convolution() {
+        let before = conv_bn();
+        let mut after = before.clone();
+        let graph = graph_mut(&mut after);
+        assert_eq!(fold_batch_norms(graph).unwrap(), 1);
+        drop_unused_initializers(graph);
+        assert_eq!(graph.node.len(), 1);
+        assert_eq!(graph.node[0].output[0], "y");
+        assert_eq!(graph.initializer.len(), 2);
+        let (a, b) = (run(&before), run(&after));
+        assert_eq!(a.len(), 8);
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn identities_of_weights_are_inlined() {
+        let mut proto = conv_bn();
+        let graph = graph_mut(&mut proto);
+        graph
+            .node
+            .insert(0, node("Identity", "id", &["w"], &["w2"]));
+        graph.node[1].input[1] = "w2".into();
+        inline_identities(graph);
+        assert_eq!(graph.node.len(), 2);
+        assert_eq!(graph.node[0].input, ["x", "w", "wb"]);
+    }
+}
