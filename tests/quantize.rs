@@ -65,6 +65,35 @@ fn int8_mobilenet_keeps_float_accuracy_on_the_test_photos() {
     assert!(number("cosine_mean") >= 0.98, "{report}");
 }
 
+/// ResNet-18 with random weights says nothing about accuracy, but its int8
+/// logits must follow float's (the issue asks cosine >= 0.99 on the test photos).
+#[test]
+fn int8_resnet18_follows_float_logits() {
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().join("resnet18_int8");
+    let run = quantize(&[
+        "int8",
+        "models/resnet18_random",
+        "--calib",
+        "tests/data/images/imagenet-calib",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--eval",
+        "tests/data/images/imagenet-test",
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    eprintln!("{report}");
+    assert_eq!(report["images"], 100);
+    assert!(report["cosine_min"].as_f64().unwrap() >= 0.99, "{report}");
+    let made = json(&out_dir.join("quantization.json"));
+    assert_eq!(
+        made["int8_layers"], 21,
+        "20 convolutions and the classifier"
+    );
+}
+
 #[test]
 fn int8_bundle_is_reproduced_from_the_calibration_photos() {
     let out = tempfile::tempdir().unwrap();

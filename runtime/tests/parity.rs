@@ -97,9 +97,10 @@ fn yolov5n_reproduces_the_golden_raw_output() {
     );
 }
 
-#[test]
-fn yolov5n_finds_the_golden_objects_on_bus_jpg() {
-    let mut yolo = pipeline("yolov5n", Outputs::Head, None);
+/// The golden detections (Ultralytics' own pipeline) on bus.jpg, each found by
+/// `model` with a box overlapping by `min_iou` and a score within `score_tol`.
+fn assert_golden_bus_objects(model: &str, min_iou: f32, score_tol: f32) {
+    let mut yolo = pipeline(model, Outputs::Head, None);
     let frame = RgbFrame::open(&root().join("tests/data/images/bus.jpg")).unwrap();
     let (dets, _) = yolo.detect(&frame, 0.25, 0.45).unwrap();
     let expected = json("yolov5n.bus.json")["detections"]
@@ -120,11 +121,31 @@ fn yolov5n_finds_the_golden_objects_on_bus_jpg() {
             .iter()
             .filter(|d| d.class == class)
             .max_by(|x, y| iou(&x.bbox, &b).total_cmp(&iou(&y.bbox, &b)))
-            .unwrap_or_else(|| panic!("no detection of class {class}"));
+            .unwrap_or_else(|| panic!("{model}: no detection of class {class}"));
         let score = want["conf"].as_f64().unwrap() as f32;
-        assert!(iou(&twin.bbox, &b) >= 0.9, "{twin:?} vs {b:?}");
-        assert!((twin.score - score).abs() <= 0.02, "{twin:?} vs {score}");
+        eprintln!(
+            "{model}: class {class} IoU {:.3}, score {:.3} (golden {score:.3})",
+            iou(&twin.bbox, &b),
+            twin.score
+        );
+        assert!(iou(&twin.bbox, &b) >= min_iou, "{twin:?} vs {b:?}");
+        assert!(
+            (twin.score - score).abs() <= score_tol,
+            "{twin:?} vs {score}"
+        );
     }
+}
+
+#[test]
+fn yolov5n_finds_the_golden_objects_on_bus_jpg() {
+    assert_golden_bus_objects("yolov5n", 0.9, 0.02);
+}
+
+/// The bar for int8: the same four objects, each box IoU >= 0.85. Scores
+/// move more than float's (one person drops from 0.67 to about 0.61).
+#[test]
+fn yolov5n_int8_finds_the_golden_objects_on_bus_jpg() {
+    assert_golden_bus_objects("yolov5n_int8", 0.85, 0.1);
 }
 
 fn tap_shapes(model: &str, size: u32) -> Vec<(String, u32, Vec<usize>)> {

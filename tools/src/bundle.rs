@@ -45,8 +45,12 @@ pub fn write(source: &Bundle, proto: &ModelProto, out: &Path, record: &Record) -
     onnx::save(proto, &network_path)?;
     let sha256 = sha256_hex(&network_path)?;
     if let Some(labels) = &source.manifest.labels {
+        // Read and write rather than fs::copy: a read-only source file must not
+        // make the copy read-only, or quantizing again into `out` fails.
         let from = source.dir.join(labels);
-        std::fs::copy(&from, out.join(labels)).with_context(|| from.display().to_string())?;
+        let text = std::fs::read(&from).with_context(|| from.display().to_string())?;
+        let to = out.join(labels);
+        std::fs::write(&to, text).with_context(|| to.display().to_string())?;
     }
     let manifest_path = source.dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path)

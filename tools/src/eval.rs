@@ -4,8 +4,12 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use edgebone::Bundle;
-use edgebone::model::{Model, ModelOptions};
+use edgebone::decode::yolov5::{self, Detection, iou};
+use edgebone::model::manifest::OutputSpec;
+use edgebone::model::{Decoding, InputSpec, Model, ModelOptions};
+use edgebone::preprocess::Geometry;
 use serde::Serialize;
+use tract_onnx::prelude::Tensor;
 
 use crate::images;
 
@@ -16,12 +20,33 @@ pub struct Report {
     pub labelled: usize,
     pub float_top1: Option<f64>,
     pub int8_top1: Option<f64>,
-    /// Share of images where both models give the same top-1 class.
-    pub agreement: f64,
+    /// Share of images where both models give the same top-1 class
+    /// (classifiers).
+    pub agreement: Option<f64>,
     /// Cosine similarity of the two models' outputs: mean and worst.
     pub cosine_mean: f64,
     pub cosine_min: f64,
+    /// The two models' detections after decoding (detectors).
+    pub detections: Option<DetectionReport>,
 }
+
+/// Float's detections taken as the reference for int8's, in model-input pixels.
+#[derive(Debug, Serialize)]
+pub struct DetectionReport {
+    pub float: usize,
+    pub int8: usize,
+    /// Pairs of the same class overlapping by IoU ≥ 0.5, matched greedily from
+    /// float's highest score down.
+    pub matched: usize,
+    /// 2·matched / (float + int8): 1 when int8 finds exactly float's objects.
+    pub agreement: f64,
+    /// IoU of the matched pairs: mean and worst.
+    pub iou_mean: f64,
+    pub iou_min: f64,
+}
+
+/// IoU from which two detections are the same object.
+const SAME_OBJECT_IOU: f32 = 0.5;
 
 pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Result<Report> {
     let (a, b) = (&float.manifest.input, &int8.manifest.input);
@@ -44,10 +69,15 @@ pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Res
     };
     let mut float_model = Model::load(float, &options)?;
     let mut int8_model = Model::load(int8, &options)?;
+    let output = &float.manifest.output;
     let mut tally = Tally::default();
     images::for_each(&files, a, "evaluating", |path, input| {
         let f = float_model.run(input.clone())?;
         let q = int8_model.run(input)?;
+        if output.decoding == Decoding::Yolov5 {
+            let (f, q) = (detect(&f[0], output, a)?, detect(&q[0], output, a)?);
+            tally.detections.add(&f, &q);
+        }
         let (f, q) = (
             edgebone::decode::f32_values(&f[0])?,
             edgebone::decode::f32_values(&q[0])?,
@@ -61,7 +91,80 @@ pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Res
         Ok(())
     })
     .map_err(|e| anyhow!("{e:#}"))?;
-    tally.report()
+    tally.report(output.decoding)
+}
+
+/// Decodes YOLOv5 rows with the manifest's thresholds, boxes left in
+/// model-input pixels (IoU does not depend on the letterbox).
+fn detect(rows: &Tensor, output: &OutputSpec, input: &InputSpec) -> Result<Vec<Detection>> {
+    let row = *rows.shape().last().unwrap_or(&0);
+    if row <= 5 {
+        bail!(
+            "YOLOv5 output of shape {:?}: expected [1, N, 5 + classes]",
+            rows.shape()
+        );
+    }
+    let values = edgebone::decode::f32_values(rows)?;
+    let identity = Geometry {
+        scale_x: 1.0,
+        scale_y: 1.0,
+        offset_x: 0.0,
+        offset_y: 0.0,
+        frame_width: input.width,
+        frame_height: input.height,
+    };
+    Ok(yolov5::decode(
+        values,
+        row - 5,
+        output.conf,
+        output.iou,
+        &identity,
+        |c| c.to_string(),
+    ))
+}
+
+#[derive(Default)]
+struct DetectionTally {
+    float: usize,
+    int8: usize,
+    ious: Vec<f64>,
+}
+
+impl DetectionTally {
+    fn add(&mut self, float: &[Detection], int8: &[Detection]) {
+        self.float += float.len();
+        self.int8 += int8.len();
+        let mut taken = vec![false; int8.len()];
+        // Decoding returns detections by falling score.
+        for f in float {
+            let best = int8
+                .iter()
+                .enumerate()
+                .filter(|(i, q)| !taken[*i] && q.class == f.class)
+                .map(|(i, q)| (i, iou(&f.bbox, &q.bbox)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((i, overlap)) = best.filter(|b| b.1 >= SAME_OBJECT_IOU) {
+                taken[i] = true;
+                self.ious.push(overlap as f64);
+            }
+        }
+    }
+
+    fn report(&self) -> DetectionReport {
+        let matched = self.ious.len();
+        DetectionReport {
+            float: self.float,
+            int8: self.int8,
+            matched,
+            agreement: if self.float + self.int8 == 0 {
+                1.0
+            } else {
+                2.0 * matched as f64 / (self.float + self.int8) as f64
+            },
+            iou_mean: self.ious.iter().sum::<f64>() / matched.max(1) as f64,
+            iou_min: self.ious.iter().copied().fold(1.0, f64::min),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -72,6 +175,7 @@ struct Tally {
     int8_right: usize,
     agree: usize,
     cosines: Vec<f64>,
+    detections: DetectionTally,
 }
 
 impl Tally {
@@ -87,7 +191,7 @@ impl Tally {
         self.cosines.push(cosine(float, int8));
     }
 
-    fn report(self) -> Result<Report> {
+    fn report(self, decoding: Decoding) -> Result<Report> {
         if self.images == 0 {
             bail!("no evaluation image could be read");
         }
@@ -98,9 +202,10 @@ impl Tally {
             labelled: self.labelled,
             float_top1: labelled.map(|l| share(self.float_right, l)),
             int8_top1: labelled.map(|l| share(self.int8_right, l)),
-            agreement: share(self.agree, self.images),
+            agreement: (decoding == Decoding::Classifier).then(|| share(self.agree, self.images)),
             cosine_mean: self.cosines.iter().sum::<f64>() / self.images as f64,
             cosine_min: self.cosines.iter().copied().fold(f64::INFINITY, f64::min),
+            detections: (decoding == Decoding::Yolov5).then(|| self.detections.report()),
         })
     }
 }
@@ -131,12 +236,25 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(f, "top-1 float         {}", percent(self.float_top1))?;
         writeln!(f, "top-1 int8          {}", percent(self.int8_top1))?;
-        writeln!(f, "top-1 agreement     {}", percent(Some(self.agreement)))?;
+        writeln!(f, "top-1 agreement     {}", percent(self.agreement))?;
         write!(
             f,
             "output cosine       mean {:.4}, worst {:.4}",
             self.cosine_mean, self.cosine_min
-        )
+        )?;
+        if let Some(d) = &self.detections {
+            write!(
+                f,
+                "\ndetections          float {}, int8 {}, matched {} (agreement {}), IoU mean {:.3}, worst {:.3}",
+                d.float,
+                d.int8,
+                d.matched,
+                percent(Some(d.agreement)),
+                d.iou_mean,
+                d.iou_min
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -150,15 +268,45 @@ mod tests {
         t.add(&[0.0, 1.0], &[0.0, 1.0], Some(1));
         t.add(&[1.0, 0.0], &[0.0, 1.0], Some(0));
         t.add(&[1.0, 0.0], &[1.0, 0.1], None);
-        let r = t.report().unwrap();
+        let r = t.report(Decoding::Classifier).unwrap();
         assert_eq!((r.images, r.labelled), (3, 2));
         assert_eq!(r.float_top1, Some(1.0));
         assert_eq!(r.int8_top1, Some(0.5));
-        assert!((r.agreement - 2.0 / 3.0).abs() < 1e-12);
+        assert!((r.agreement.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert!(
             r.cosine_min.abs() < 1e-12,
             "orthogonal outputs: {}",
             r.cosine_min
         );
+    }
+
+    fn det(class: usize, score: f32, bbox: [f32; 4]) -> Detection {
+        Detection {
+            class,
+            label: class.to_string(),
+            score,
+            bbox,
+        }
+    }
+
+    #[test]
+    fn detections_match_by_class_and_overlap() {
+        let mut t = DetectionTally::default();
+        let float = [
+            det(0, 0.9, [0.0, 0.0, 10.0, 10.0]),
+            det(5, 0.8, [20.0, 20.0, 40.0, 40.0]),
+            det(0, 0.5, [50.0, 50.0, 60.0, 60.0]),
+        ];
+        let int8 = [
+            // Same person, shifted by one pixel: IoU 81/119.
+            det(0, 0.85, [1.0, 1.0, 11.0, 11.0]),
+            // Right place, wrong class: no match.
+            det(2, 0.7, [20.0, 20.0, 40.0, 40.0]),
+        ];
+        t.add(&float, &int8);
+        let r = t.report();
+        assert_eq!((r.float, r.int8, r.matched), (3, 2, 1));
+        assert!((r.agreement - 0.4).abs() < 1e-12, "{}", r.agreement);
+        assert!((r.iou_min - 81.0 / 119.0).abs() < 1e-6, "{}", r.iou_min);
     }
 }
