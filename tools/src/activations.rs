@@ -45,6 +45,7 @@ pub fn observe(
                 let values = edgebone::decode::f32_values(value)?;
                 if pass == 0 {
                     observer.observe_extremes(values);
+                    observer.observe_channels(values, value.shape());
                 } else {
                     observer.observe_histogram(values);
                 }

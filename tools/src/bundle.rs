@@ -18,9 +18,12 @@ pub struct Record {
     pub source_sha256: String,
     pub method: String,
     pub percentile: Option<f64>,
+    pub bias_correction: bool,
     pub calibration_images: usize,
     pub float_layers: Vec<String>,
     pub int8_layers: usize,
+    /// Clamp outputs the layer now writes unclamped (see `qdq::Clamp`).
+    pub folded_clamps: Vec<String>,
     pub activations: Vec<Activation>,
 }
 
@@ -61,6 +64,7 @@ pub fn write(source: &Bundle, proto: &ModelProto, out: &Path, record: &Record) -
     manifest["name"] = toml_edit::value(format!("{}_int8", source.manifest.name));
     manifest["network"] = toml_edit::value(network);
     manifest["sha256"] = toml_edit::value(sha256);
+    retarget_taps(&mut manifest, &record.folded_clamps);
     let header = format!(
         "# int8 (QDQ) made by `quantize int8` from {} ({} calibration, {} images);\n\
          # every activation range and scale is in quantization.json.\n",
@@ -73,4 +77,24 @@ pub fn write(source: &Bundle, proto: &ModelProto, out: &Path, record: &Record) -
     std::fs::write(&record_path, serde_json::to_string_pretty(record)? + "\n")
         .with_context(|| record_path.display().to_string())?;
     Ok(out.to_path_buf())
+}
+
+/// A tap on a folded clamp's output must read the clamped values, which are now
+/// the output of its dequantize step.
+fn retarget_taps(manifest: &mut toml_edit::DocumentMut, folded: &[String]) {
+    let Some(taps) = manifest
+        .get_mut("taps")
+        .and_then(|t| t.as_array_of_tables_mut())
+    else {
+        return;
+    };
+    for tap in taps.iter_mut() {
+        let tensor = tap
+            .get("tensor")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        if let Some(tensor) = tensor.filter(|t| folded.contains(t)) {
+            tap["tensor"] = toml_edit::value(format!("{tensor}_dequantized"));
+        }
+    }
 }

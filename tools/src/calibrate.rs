@@ -27,6 +27,9 @@ pub struct Observer {
     pub max: f32,
     positive: Vec<u64>,
     negative: Vec<u64>,
+    /// Per channel (axis 1): the sum of the values and how many were summed.
+    channel_sums: Vec<f64>,
+    channel_count: u64,
 }
 
 impl Default for Observer {
@@ -36,6 +39,8 @@ impl Default for Observer {
             max: f32::NEG_INFINITY,
             positive: vec![0; BINS],
             negative: vec![0; BINS],
+            channel_sums: Vec::new(),
+            channel_count: 0,
         }
     }
 }
@@ -52,6 +57,24 @@ impl Observer {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
         }
+    }
+
+    /// Accumulates per-channel sums of a `[N, C, ...]` tensor (bias correction
+    /// needs each layer input's channel means).
+    pub fn observe_channels(&mut self, values: &[f32], shape: &[usize]) {
+        let channels = shape.get(1).copied().unwrap_or(1).max(1);
+        let inner: usize = shape.iter().skip(2).product::<usize>().max(1);
+        self.channel_sums.resize(channels, 0.0);
+        for (i, v) in values.iter().enumerate() {
+            self.channel_sums[(i / inner) % channels] += *v as f64;
+        }
+        self.channel_count += (values.len() / channels) as u64;
+    }
+
+    /// The mean of each channel over everything observed.
+    pub fn channel_means(&self) -> Vec<f32> {
+        let n = self.channel_count.max(1) as f64;
+        self.channel_sums.iter().map(|s| (s / n) as f32).collect()
     }
 
     pub fn observe_histogram(&mut self, values: &[f32]) {
@@ -190,6 +213,39 @@ pub fn activation_qparams(range: Range) -> QParams {
     QParams { scale, zero_point }
 }
 
+/// Bias correction: how much a layer's output shifts on average, per output
+/// channel, because its weights were rounded to int8 (`E[(Ŵ - W) x]` =
+/// `(Ŵ - W) E[x]`, ignoring zero padding at the borders). `dims` are Conv's
+/// `[out, in / groups, kh, kw]` (or Gemm's `[out, in]`); `means` has one value
+/// per input channel. Subtracting it from the bias removes the shift.
+pub fn weight_error_shift(
+    weights: &[f32],
+    dequantized: &[f32],
+    dims: &[i64],
+    groups: usize,
+    means: &[f32],
+) -> Vec<f32> {
+    let out = dims[0] as usize;
+    let per_group_in = dims.get(1).copied().unwrap_or(1) as usize;
+    let kernel: usize = dims.iter().skip(2).product::<i64>().max(1) as usize;
+    let out_per_group = (out / groups.max(1)).max(1);
+    let mut shift = vec![0f32; out];
+    for (o, shift) in shift.iter_mut().enumerate() {
+        let first_in = (o / out_per_group) * per_group_in;
+        let mut sum = 0f64;
+        for i in 0..per_group_in {
+            let mean = means.get(first_in + i).copied().unwrap_or(0.0) as f64;
+            let at = (o * per_group_in + i) * kernel;
+            let error: f64 = (at..at + kernel)
+                .map(|k| (dequantized[k] - weights[k]) as f64)
+                .sum();
+            sum += error * mean;
+        }
+        *shift = sum as f32;
+    }
+    shift
+}
+
 /// Symmetric per-channel int8 weights: `values` split along `axis` of `dims`.
 /// Returns the int8 values and one scale per channel (zero points are 0).
 pub fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
@@ -290,5 +346,30 @@ mod tests {
         // Gemm weights [K=2, N=2] quantized per column (axis 1)
         let (q, _) = quantize_weights(&[1.0, 0.1, -1.0, 0.05], &[2, 2], 1);
         assert_eq!(q, vec![127, 127, -127, 64]);
+    }
+
+    #[test]
+    fn weight_error_shift_follows_groups_and_kernels() {
+        // Two output channels, depthwise (groups 2), 1x2 kernels.
+        let weights = [0.5, 0.5, 1.0, 1.0];
+        let dequantized = [0.6, 0.5, 1.0, 0.9];
+        let means = [2.0, 10.0];
+        let shift = weight_error_shift(&weights, &dequantized, &[2, 1, 1, 2], 2, &means);
+        // Channel 0 reads input 0: +0.1 · 2; channel 1 reads input 1: -0.1 · 10.
+        assert!((shift[0] - 0.2).abs() < 1e-6, "{shift:?}");
+        assert!((shift[1] + 1.0).abs() < 1e-6, "{shift:?}");
+        // A dense layer (groups 1) sums over every input channel.
+        let shift = weight_error_shift(&weights, &dequantized, &[2, 2], 1, &means);
+        assert!((shift[0] - 0.2).abs() < 1e-6, "{shift:?}");
+        assert!((shift[1] + 1.0).abs() < 1e-6, "{shift:?}");
+    }
+
+    #[test]
+    fn channel_means_of_nchw() {
+        let mut o = Observer::default();
+        // [1, 2, 1, 2]: channel 0 = [1, 3], channel 1 = [10, 20].
+        o.observe_channels(&[1.0, 3.0, 10.0, 20.0], &[1, 2, 1, 2]);
+        o.observe_channels(&[3.0, 5.0, 0.0, 10.0], &[1, 2, 1, 2]);
+        assert_eq!(o.channel_means(), vec![3.0, 10.0]);
     }
 }

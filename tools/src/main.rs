@@ -60,6 +60,10 @@ struct Int8Args {
     /// A layer (node name) to leave in float; repeatable.
     #[arg(long)]
     keep_float: Vec<String>,
+    /// Correct each layer's bias for the average output shift its int8 weights
+    /// cause (from the calibration photos' per-channel input means).
+    #[arg(long)]
+    bias_correction: bool,
     /// Compare float and int8 on this folder of photos once written.
     #[arg(long)]
     eval: Option<PathBuf>,
@@ -148,15 +152,30 @@ fn int8(args: &Int8Args) -> Result<()> {
             qparams: q,
         });
     }
-    qdq::rewrite(onnx::graph_mut(&mut proto), &plan, &qparams)?;
+    let means: HashMap<String, Vec<f32>> = if args.bias_correction {
+        observers
+            .iter()
+            .map(|(tensor, o)| (tensor.clone(), o.channel_means()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let folded = qdq::rewrite(onnx::graph_mut(&mut proto), &plan, &qparams, &means)?;
+    log::info!(
+        "{} of {} ReLU/ReLU6 clamps folded into their layer's quantize step",
+        folded.len(),
+        plan.clamps.len()
+    );
     let record = bundle::Record {
         source_network: source.manifest.network.clone(),
         source_sha256: source.manifest.sha256.clone(),
         method: format!("{:?}", args.method).to_lowercase(),
         percentile: (args.method == Method::Percentile).then_some(args.percentile),
+        bias_correction: args.bias_correction,
         calibration_images: used,
         float_layers: plan.float_layers.clone(),
         int8_layers: plan.layers.len(),
+        folded_clamps: folded,
         activations: record_activations,
     };
     let out = bundle::write(&source, &proto, &args.out, &record)?;

@@ -258,6 +258,42 @@ fn fold_one(graph: &mut GraphProto, index: &Index, conv: usize, bn: usize) -> Re
     Ok(())
 }
 
+/// The value of a one-element float constant: an initializer or the output of a
+/// `Constant` node (PyTorch exports Clip's bounds that way).
+pub fn scalar(graph: &GraphProto, index: &Index, name: &str) -> Option<f32> {
+    let tensor = match index.initializers.get(name) {
+        Some(&i) => &graph.initializer[i],
+        None => {
+            let node = &graph.node[*index.producer.get(name)?];
+            if node.op_type != "Constant" {
+                return None;
+            }
+            node.attribute
+                .iter()
+                .find(|a| a.name == "value")?
+                .t
+                .as_ref()?
+        }
+    };
+    match floats(tensor).ok()?.as_slice() {
+        [v] => Some(*v),
+        _ => None,
+    }
+}
+
+/// Drops `Constant` nodes whose output nothing reads any more.
+pub fn drop_dead_constants(graph: &mut GraphProto) {
+    let used: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.clone())
+        .chain(graph.output.iter().map(|o| o.name.clone()))
+        .collect();
+    graph
+        .node
+        .retain(|n| n.op_type != "Constant" || n.output.iter().any(|o| used.contains(o)));
+}
+
 /// Drops initializers no node reads any more (and their graph-input entries,
 /// which old exporters add for every weight).
 pub fn drop_unused_initializers(graph: &mut GraphProto) {
@@ -272,14 +308,15 @@ pub fn drop_unused_initializers(graph: &mut GraphProto) {
     graph.input.retain(|v| !dropped.contains(&v.name));
 }
 
+/// Small graphs run through tract, for the unit tests of this crate.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
     use tract_onnx::pb::type_proto::{self, Value};
     use tract_onnx::pb::{OperatorSetIdProto, TypeProto, ValueInfoProto};
     use tract_onnx::prelude::*;
 
-    fn float_value(name: &str) -> ValueInfoProto {
+    pub fn float_value(name: &str) -> ValueInfoProto {
         ValueInfoProto {
             name: name.to_string(),
             r#type: Some(TypeProto {
@@ -292,6 +329,47 @@ mod tests {
             ..Default::default()
         }
     }
+
+    /// An opset-17 model of `nodes` from graph input "x" to output "y".
+    pub fn model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>) -> ModelProto {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                initializer,
+                input: vec![float_value("x")],
+                output: vec![float_value("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `proto` on `x` of `shape`; returns "y".
+    pub fn run(proto: &ModelProto, shape: [usize; 4], x: Vec<f32>) -> Vec<f32> {
+        let x = tract_ndarray::Array4::from_shape_vec(shape, x).unwrap();
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .unwrap()
+            .with_input_fact(0, f32::fact(shape).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let y = plan.run(tvec![Tensor::from(x).into_tvalue()]).unwrap();
+        edgebone::decode::f32_values(&y[0]).unwrap().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{model, run};
+    use super::*;
 
     /// x [1,1,2,2] → Conv (2 output channels, 1×1) → BatchNormalization → y
     fn conv_bn() -> ModelProto {
@@ -307,44 +385,21 @@ mod tests {
             f: 1e-3,
             ..Default::default()
         });
-        ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(GraphProto {
-                node: vec![node("Conv", "conv", &["x", "w", "wb"], &["c"]), bn],
-                initializer: vec![
-                    float_tensor("w", &[2, 1, 1, 1], &[0.5, -2.0]),
-                    float_tensor("wb", &[2], &[0.1, 0.2]),
-                    float_tensor("g", &[2], &[1.5, 0.7]),
-                    float_tensor("b", &[2], &[-0.3, 0.4]),
-                    float_tensor("m", &[2], &[0.2, -1.0]),
-                    float_tensor("v", &[2], &[4.0, 0.25]),
-                ],
-                input: vec![float_value("x")],
-                output: vec![float_value("y")],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        model(
+            vec![node("Conv", "conv", &["x", "w", "wb"], &["c"]), bn],
+            vec![
+                float_tensor("w", &[2, 1, 1, 1], &[0.5, -2.0]),
+                float_tensor("wb", &[2], &[0.1, 0.2]),
+                float_tensor("g", &[2], &[1.5, 0.7]),
+                float_tensor("b", &[2], &[-0.3, 0.4]),
+                float_tensor("m", &[2], &[0.2, -1.0]),
+                float_tensor("v", &[2], &[4.0, 0.25]),
+            ],
+        )
     }
 
-    fn run(proto: &ModelProto) -> Vec<f32> {
-        let x = tract_ndarray::Array4::from_shape_vec((1, 1, 2, 2), vec![1.0f32, -2.0, 3.0, 0.5])
-            .unwrap();
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(proto)
-            .unwrap()
-            .with_input_fact(0, f32::fact([1, 1, 2, 2]).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let y = plan.run(tvec![Tensor::from(x).into_tvalue()]).unwrap();
-        edgebone::decode::f32_values(&y[0]).unwrap().to_vec()
+    fn run_conv_bn(proto: &ModelProto) -> Vec<f32> {
+        run(proto, [1, 1, 2, 2], vec![1.0, -2.0, 3.0, 0.5])
     }
 
     #[test]
@@ -357,7 +412,7 @@ mod tests {
         assert_eq!(graph.node.len(), 1);
         assert_eq!(graph.node[0].output[0], "y");
         assert_eq!(graph.initializer.len(), 2);
-        let (a, b) = (run(&before), run(&after));
+        let (a, b) = (run_conv_bn(&before), run_conv_bn(&after));
         assert_eq!(a.len(), 8);
         for (a, b) in a.iter().zip(&b) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");

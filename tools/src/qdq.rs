@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use anyhow::{Result, bail};
 use tract_onnx::pb::{GraphProto, NodeProto};
 
-use crate::calibrate::{QParams, quantize_weights};
+use crate::calibrate::{QParams, quantize_weights, weight_error_shift};
 use crate::onnx::{self, Index};
 
 /// Layers whose weights become int8.
@@ -27,6 +27,74 @@ pub struct Plan {
     pub layers: Vec<usize>,
     /// Weighted layers left in float, by name.
     pub float_layers: Vec<String>,
+    /// ReLU/ReLU6 clamps that may be folded into their layer's quantize step.
+    pub clamps: Vec<Clamp>,
+}
+
+/// A ReLU or Clip between a quantized layer and the quantize step of its output.
+/// When the quantized range lies inside the clamp's bounds, the quantize step
+/// already clamps, so the layer writes the clamp's output tensor itself and the
+/// clamp node goes: `DQ → Conv → Q`, the form ONNX Runtime's `quantize_static`
+/// writes and an integer runtime runs as one layer (requantize and clamp in one
+/// step).
+#[derive(Debug, Clone)]
+pub struct Clamp {
+    pub node: usize,
+    pub layer: usize,
+    /// The clamp's output: the quantized activation.
+    pub tensor: String,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// The clamps of `activations` that sit right after a quantized layer.
+fn clamps(
+    graph: &GraphProto,
+    index: &Index,
+    activations: &[String],
+    layers: &[usize],
+) -> Vec<Clamp> {
+    let mut found = Vec::new();
+    for tensor in activations {
+        let Some(&node) = index.producer.get(tensor) else {
+            continue;
+        };
+        let clamp = &graph.node[node];
+        let bounds = match clamp.op_type.as_str() {
+            "Relu" => Some((0.0, f32::INFINITY)),
+            "Clip" => clip_bounds(graph, index, clamp),
+            _ => None,
+        };
+        let Some((lo, hi)) = bounds else { continue };
+        let input = &clamp.input[0];
+        let Some(&layer) = index.producer.get(input) else {
+            continue;
+        };
+        let alone = index.consumers(input) == [node] && !index.graph_outputs.contains(input);
+        if alone && layers.contains(&layer) && !index.graph_outputs.contains(tensor) {
+            found.push(Clamp {
+                node,
+                layer,
+                tensor: tensor.clone(),
+                lo,
+                hi,
+            });
+        }
+    }
+    found
+}
+
+/// Clip's bounds: inputs 1 and 2 since opset 11, attributes before; a bound
+/// that is given but not a constant makes the clamp not foldable.
+fn clip_bounds(graph: &GraphProto, index: &Index, clip: &NodeProto) -> Option<(f32, f32)> {
+    let bound = |slot: usize, attribute: &str, default: f32| match clip.input.get(slot) {
+        Some(name) if !name.is_empty() => onnx::scalar(graph, index, name),
+        _ => Some(onnx::float_attribute(clip, attribute).unwrap_or(default)),
+    };
+    Some((
+        bound(1, "min", f32::NEG_INFINITY)?,
+        bound(2, "max", f32::INFINITY)?,
+    ))
 }
 
 fn layer_name(node: &NodeProto) -> String {
@@ -96,10 +164,12 @@ pub fn plan(graph: &GraphProto, keep_float: &HashSet<String>) -> Result<Plan> {
             activations.push(tensor.clone());
         }
     }
+    let clamps = clamps(graph, &index, &activations, &layers);
     Ok(Plan {
         activations,
         layers,
         float_layers,
+        clamps,
     })
 }
 
@@ -132,19 +202,34 @@ fn feeds_weighted_layer(graph: &GraphProto, data: &HashSet<String>) -> HashSet<S
 }
 
 /// Rewrites `graph` in QDQ form. `qparams` holds the parameters of every tensor
-/// in `plan.activations`.
+/// in `plan.activations`; `means`, the per-channel means of layer inputs for
+/// bias correction (empty: none). Returns the tensors whose clamp was folded
+/// into the quantize step: they now hold the layer's unclamped output, and the
+/// clamped values are `{tensor}_dequantized`.
 pub fn rewrite(
     graph: &mut GraphProto,
     plan: &Plan,
     qparams: &HashMap<String, QParams>,
-) -> Result<()> {
+    means: &HashMap<String, Vec<f32>>,
+) -> Result<Vec<String>> {
     let index = Index::new(graph);
     let mut before: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     for &layer in &plan.layers {
-        let nodes = quantize_layer(graph, &index, layer, qparams)?;
+        let nodes = quantize_layer(graph, &index, layer, qparams, means)?;
         before.insert(layer, nodes);
     }
     let quantized: HashSet<&String> = plan.activations.iter().collect();
+    let folded: Vec<&Clamp> = plan
+        .clamps
+        .iter()
+        .filter(|c| clamps_within(qparams[&c.tensor], c.lo, c.hi))
+        .collect();
+    let mut producer = index.producer.clone();
+    for clamp in &folded {
+        graph.node[clamp.layer].output[0] = clamp.tensor.clone();
+        producer.insert(clamp.tensor.clone(), clamp.layer);
+    }
+    let removed: HashSet<usize> = folded.iter().map(|c| c.node).collect();
     let mut after: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     let mut at_start = Vec::new();
     for tensor in &plan.activations {
@@ -160,7 +245,7 @@ pub fn rewrite(
             &[q.zero_point],
         ));
         let pair = qdq_pair(tensor);
-        match index.producer.get(tensor) {
+        match producer.get(tensor) {
             Some(&p) => after.entry(p).or_default().extend(pair),
             None => at_start.extend(pair),
         }
@@ -177,11 +262,23 @@ pub fn rewrite(
     graph.node = at_start;
     for (i, node) in old.into_iter().enumerate() {
         graph.node.extend(before.remove(&i).unwrap_or_default());
-        graph.node.push(node);
+        if !removed.contains(&i) {
+            graph.node.push(node);
+        }
         graph.node.extend(after.remove(&i).unwrap_or_default());
     }
+    onnx::drop_dead_constants(graph);
     onnx::drop_unused_initializers(graph);
-    Ok(())
+    Ok(folded.iter().map(|c| c.tensor.clone()).collect())
+}
+
+/// Whether int8 at `q` can only represent values inside `[lo, hi]`, so that
+/// quantizing clamps as the clamp node would.
+fn clamps_within(q: QParams, lo: f32, hi: f32) -> bool {
+    let value = |level: i32| (level - q.zero_point as i32) as f32 * q.scale;
+    // A relative margin for the float rounding of scale × level.
+    let margin = 1e-6 * q.scale * 255.0;
+    value(-128) >= lo - margin && value(127) <= hi + margin
 }
 
 fn qdq_pair(tensor: &str) -> [NodeProto; 2] {
@@ -213,6 +310,7 @@ fn quantize_layer(
     index: &Index,
     layer: usize,
     qparams: &HashMap<String, QParams>,
+    means: &HashMap<String, Vec<f32>>,
 ) -> Result<Vec<NodeProto>> {
     let node = &graph.node[layer];
     let name = layer_name(node);
@@ -230,7 +328,12 @@ fn quantize_layer(
         "Gemm" if onnx::int_attribute(node, "transB") != Some(1) => 1,
         _ => 0,
     };
-    let (values, scales) = quantize_weights(&onnx::floats(weight)?, &dims, axis);
+    let float = onnx::floats(weight)?;
+    let (values, scales) = quantize_weights(&float, &dims, axis);
+    let groups = onnx::int_attribute(node, "group").unwrap_or(1).max(1) as usize;
+    let shift = means
+        .get(&node.input[0])
+        .map(|mean| weight_shift(&float, &dims, &values, &scales, axis, groups, mean));
     let channels = scales.len() as i64;
     let w = format!("{name}.weight");
     let mut nodes = vec![dequantize(&w, axis)];
@@ -248,11 +351,22 @@ fn quantize_layer(
         &vec![0; channels as usize],
     ));
     let bias_name = node.input.get(2).filter(|s| !s.is_empty()).cloned();
-    if let Some(bias_name) = bias_name {
-        let Some(&i) = index.initializers.get(&bias_name) else {
-            bail!("{name}: its bias {bias_name} is computed, expected a constant");
-        };
-        let bias = onnx::floats(&graph.initializer[i])?;
+    let mut bias = match &bias_name {
+        Some(bias_name) => {
+            let Some(&i) = index.initializers.get(bias_name) else {
+                bail!("{name}: its bias {bias_name} is computed, expected a constant");
+            };
+            Some(onnx::floats(&graph.initializer[i])?)
+        }
+        None => None,
+    };
+    if let Some(shift) = shift {
+        let bias = bias.get_or_insert_with(|| vec![0.0; shift.len()]);
+        for (b, s) in bias.iter_mut().zip(shift) {
+            *b -= s;
+        }
+    }
+    if let Some(bias) = bias {
         if bias.len() != scales.len() {
             bail!(
                 "{name}: bias has {} values for {channels} output channels",
@@ -286,10 +400,44 @@ fn quantize_layer(
             &vec![0; channels as usize],
         ));
         nodes.push(dequantize(&b, 0));
-        graph.node[layer].input[2] = format!("{b}_dequantized");
+        let inputs = &mut graph.node[layer].input;
+        inputs.resize(3, String::new());
+        inputs[2] = format!("{b}_dequantized");
     }
     graph.node[layer].input[1] = format!("{w}_dequantized");
     Ok(nodes)
+}
+
+/// The bias-correction shift of one layer (see `weight_error_shift`), in the
+/// weights' own layout.
+fn weight_shift(
+    float: &[f32],
+    dims: &[i64],
+    values: &[i8],
+    scales: &[f32],
+    axis: usize,
+    groups: usize,
+    mean: &[f32],
+) -> Vec<f32> {
+    let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
+    let dequantized: Vec<f32> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| q as f32 * scales[(i / inner) % scales.len()])
+        .collect();
+    if axis == 1 {
+        // Gemm's B as [in, out]: transpose to [out, in].
+        let (rows, cols) = (dims[0] as usize, dims[1] as usize);
+        let t = |v: &[f32]| -> Vec<f32> {
+            (0..cols)
+                .flat_map(|c| (0..rows).map(move |r| (r, c)))
+                .map(|(r, c)| v[r * cols + c])
+                .collect()
+        };
+        let out_in = [dims[1], dims[0]];
+        return weight_error_shift(&t(float), &t(&dequantized), &out_in, 1, mean);
+    }
+    weight_error_shift(float, &dequantized, dims, groups, mean)
 }
 
 fn dequantize(base: &str, axis: usize) -> NodeProto {
@@ -305,4 +453,124 @@ fn dequantize(base: &str, axis: usize) -> NodeProto {
     );
     onnx::set_int_attribute(&mut node, "axis", axis as i64);
     node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::testing::{model, run};
+    use tract_onnx::pb::{ModelProto, TensorProto};
+
+    /// x [1,2,1,1] → Conv without bias (2 → 2 channels, 1×1) → y. Channel 0's
+    /// second weight (0.1 at scale 0.3/127) does not round exactly.
+    fn conv() -> ModelProto {
+        model(
+            vec![onnx::node("Conv", "conv", &["x", "w"], &["y"])],
+            vec![onnx::float_tensor(
+                "w",
+                &[2, 2, 1, 1],
+                &[0.3, 0.1, -0.7, 0.25],
+            )],
+        )
+    }
+
+    fn quantized(means: &HashMap<String, Vec<f32>>) -> Vec<f32> {
+        let mut proto = conv();
+        let graph = onnx::graph_mut(&mut proto);
+        let plan = plan(graph, &HashSet::new()).unwrap();
+        assert_eq!(plan.activations, ["x"]);
+        // 1.0 and 2.0 are exact at this scale, so only the weights round.
+        let q = QParams {
+            scale: 0.01,
+            zero_point: -128,
+        };
+        rewrite(graph, &plan, &HashMap::from([("x".to_string(), q)]), means).unwrap();
+        run(&proto, [1, 2, 1, 1], vec![1.0, 2.0])
+    }
+
+    /// x [1,2,1,1] → Conv → c → `clamp` → r → Conv → y, with `extra` initializers.
+    fn conv_clamp_conv(clamp: NodeProto, extra: Vec<TensorProto>) -> ModelProto {
+        let mut init = vec![
+            onnx::float_tensor("w1", &[2, 2, 1, 1], &[0.3, 0.1, -0.7, 0.25]),
+            onnx::float_tensor("w2", &[1, 2, 1, 1], &[0.5, -0.5]),
+        ];
+        init.extend(extra);
+        model(
+            vec![
+                onnx::node("Conv", "conv1", &["x", "w1"], &["c"]),
+                clamp,
+                onnx::node("Conv", "conv2", &["r", "w2"], &["y"]),
+            ],
+            init,
+        )
+    }
+
+    /// Quantizes x and r at scale 0.01 from 0 (range [0, 2.55]); returns the
+    /// rewritten model, the folded tensors, and its output on x = [1, 2].
+    fn quantize_chain(mut proto: ModelProto, fold: bool) -> (ModelProto, Vec<String>, Vec<f32>) {
+        let graph = onnx::graph_mut(&mut proto);
+        let mut plan = plan(graph, &HashSet::new()).unwrap();
+        assert_eq!(plan.activations, ["x", "r"]);
+        if !fold {
+            plan.clamps.clear();
+        }
+        let q = QParams {
+            scale: 0.01,
+            zero_point: -128,
+        };
+        let qparams = HashMap::from([("x".to_string(), q), ("r".to_string(), q)]);
+        let folded = rewrite(graph, &plan, &qparams, &HashMap::new()).unwrap();
+        let y = run(&proto, [1, 2, 1, 1], vec![1.0, 2.0]);
+        (proto, folded, y)
+    }
+
+    fn ops(proto: &ModelProto) -> Vec<String> {
+        let graph = proto.graph.as_ref().unwrap();
+        graph.node.iter().map(|n| n.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn relu_folds_into_the_quantize_step_without_changing_the_output() {
+        let relu = || onnx::node("Relu", "relu", &["c"], &["r"]);
+        let (folded_model, folded, y) = quantize_chain(conv_clamp_conv(relu(), vec![]), true);
+        let (kept_model, _, y_kept) = quantize_chain(conv_clamp_conv(relu(), vec![]), false);
+        assert_eq!(folded, ["r"]);
+        assert!(!ops(&folded_model).contains(&"Relu".to_string()));
+        assert!(ops(&kept_model).contains(&"Relu".to_string()));
+        // conv1 writes r itself, straight into its quantize step.
+        let graph = folded_model.graph.as_ref().unwrap();
+        let conv1 = graph.node.iter().find(|n| n.name == "conv1").unwrap();
+        assert_eq!(conv1.output, ["r"]);
+        // c = [0.5, -0.2]: the negative channel is clamped by the quantize step.
+        assert_eq!(y.len(), 1);
+        assert!((y[0] - y_kept[0]).abs() < 1e-6, "{y:?} vs {y_kept:?}");
+        assert!((y[0] - 0.25).abs() < 0.01, "{y:?}");
+    }
+
+    #[test]
+    fn a_clip_tighter_than_the_quantized_range_stays() {
+        let clip = onnx::node("Clip", "clip", &["c", "lo", "hi"], &["r"]);
+        let bounds = vec![
+            onnx::float_tensor("lo", &[], &[0.0]),
+            onnx::float_tensor("hi", &[], &[1.0]),
+        ];
+        // int8 reaches 2.55 here, beyond the clip's 1.0: folding would change values.
+        let (proto, folded, _) = quantize_chain(conv_clamp_conv(clip, bounds), true);
+        assert!(folded.is_empty());
+        assert!(ops(&proto).contains(&"Clip".to_string()));
+    }
+
+    #[test]
+    fn bias_correction_cancels_the_mean_weight_error() {
+        let float = run(&conv(), [1, 2, 1, 1], vec![1.0, 2.0]);
+        let plain = quantized(&HashMap::new());
+        // The input equals its calibration mean, so the correction is exact.
+        let corrected = quantized(&HashMap::from([("x".to_string(), vec![1.0, 2.0])]));
+        eprintln!("float {float:?}, int8 {plain:?}, corrected {corrected:?}");
+        assert!((plain[0] - float[0]).abs() > 1e-3, "{plain:?} vs {float:?}");
+        for (c, f) in corrected.iter().zip(&float) {
+            // Up to the int32 bias step (input scale × weight scale, 2.4e-5 here).
+            assert!((c - f).abs() < 3e-5, "{corrected:?} vs {float:?}");
+        }
+    }
 }
