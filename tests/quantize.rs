@@ -41,19 +41,29 @@ fn assert_fails_with(run: &Run, message: &str) {
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
 
-#[test]
-fn int8_mobilenet_keeps_float_accuracy_on_the_test_photos() {
-    let run = quantize(&[
-        "eval",
-        "models/mobilenet_v2",
-        "models/mobilenet_v2_int8",
-        "--images",
-        "tests/data/images/imagenet-test",
-        "--json",
-    ]);
+/// The `--json` report of a successful run.
+fn report(run: &Run) -> serde_json::Value {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     eprintln!("{report}");
+    report
+}
+
+/// Float MobileNetV2 against `int8` on the 100 test photos.
+fn mobilenet_on_test_photos(int8: &str) -> serde_json::Value {
+    report(&quantize(&[
+        "eval",
+        "models/mobilenet_v2",
+        int8,
+        "--images",
+        "tests/data/images/imagenet-test",
+        "--json",
+    ]))
+}
+
+#[test]
+fn int8_mobilenet_keeps_float_accuracy_on_the_test_photos() {
+    let report = mobilenet_on_test_photos("models/mobilenet_v2_int8");
     let number = |key: &str| report[key].as_f64().unwrap();
     assert_eq!(report["labelled"], 100);
     // The floor is 1.5 points and 93% agreement; this bundle aims past it.
@@ -82,9 +92,7 @@ fn int8_resnet18_follows_float_logits() {
         "tests/data/images/imagenet-test",
         "--json",
     ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    eprintln!("{report}");
+    let report = report(&run);
     assert_eq!(report["images"], 100);
     assert!(report["cosine_min"].as_f64().unwrap() >= 0.99, "{report}");
     let made = json(&out_dir.join("quantization.json"));
@@ -100,17 +108,7 @@ fn int8_resnet18_follows_float_logits() {
 /// agreement; a zero point read wrongly would leave next to nothing of either.
 #[test]
 fn int8_from_onnx_runtime_quantize_static_runs() {
-    let run = quantize(&[
-        "eval",
-        "models/mobilenet_v2",
-        "tests/data/ort-qdq/mobilenet_v2_ort_u8",
-        "--images",
-        "tests/data/images/imagenet-test",
-        "--json",
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    eprintln!("{report}");
+    let report = mobilenet_on_test_photos("tests/data/ort-qdq/mobilenet_v2_ort_u8");
     let number = |key: &str| report[key].as_f64().unwrap();
     assert!(number("agreement") >= 0.88, "{report}");
     assert!(

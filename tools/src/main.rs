@@ -60,6 +60,10 @@ struct Int8Args {
     /// A layer (node name) to leave in float; repeatable.
     #[arg(long)]
     keep_float: Vec<String>,
+    /// Keep ReLU/ReLU6 nodes between a layer and its quantize step instead of
+    /// folding them into it.
+    #[arg(long)]
+    keep_clamps: bool,
     /// Correct each layer's bias for the average output shift its int8 weights
     /// cause (from the calibration photos' per-channel input means).
     #[arg(long)]
@@ -124,7 +128,11 @@ fn int8(args: &Int8Args) -> Result<()> {
     onnx::inline_identities(graph);
     let folded = onnx::fold_batch_norms(graph)?;
     let keep: HashSet<String> = args.keep_float.iter().cloned().collect();
-    let plan = qdq::plan(graph, &keep)?;
+    let mut plan = qdq::plan(graph, &keep)?;
+    let clamps = plan.clamps.len();
+    if args.keep_clamps {
+        plan.clamps.clear();
+    }
     log::info!(
         "{}: {} BatchNorm folded, {} layers to int8 ({} kept float), {} activations to calibrate on {} photos",
         source.network_path().display(),
@@ -162,9 +170,13 @@ fn int8(args: &Int8Args) -> Result<()> {
     };
     let folded = qdq::rewrite(onnx::graph_mut(&mut proto), &plan, &qparams, &means)?;
     log::info!(
-        "{} of {} ReLU/ReLU6 clamps folded into their layer's quantize step",
+        "{} of {clamps} ReLU/ReLU6 clamps after a layer folded into its quantize step{}",
         folded.len(),
-        plan.clamps.len()
+        if args.keep_clamps {
+            " (--keep-clamps)"
+        } else {
+            ""
+        }
     );
     let record = bundle::Record {
         source_network: source.manifest.network.clone(),
