@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use edgebone::decode::FeatureMap;
+use edgebone::frame::FrameRef;
 use edgebone::model::Outputs;
-use edgebone::{Bundle, ModelOptions, Pipeline, RgbFrame};
+use edgebone::{Bundle, ModelOptions, Pipeline};
 
 use crate::config::{Config, Task};
 use crate::report::{Report, Reporter, Results};
@@ -63,7 +64,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let watchdog = Watchdog::start();
     let mut stats = Stats::new(Duration::from_secs_f64(config.stats.interval_s));
-    let mut rgb = RgbFrame::default();
     while !stop.load(Ordering::Relaxed) {
         watchdog.ping();
         stats.maybe_log(&slot.counters);
@@ -72,7 +72,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             Taken::Timeout => continue,
             Taken::Closed => break,
         };
-        match task.process(&frame, &mut rgb) {
+        match task.process(&frame) {
             Ok(report) => {
                 stats.record(report.latency_ms);
                 reporter.send(report);
@@ -158,8 +158,13 @@ impl TaskRunner {
         })
     }
 
-    fn process(&mut self, frame: &Frame, rgb: &mut RgbFrame) -> Result<Report> {
-        rgb.convert_from(&frame.layout, &frame.bytes, frame.colour)?;
+    fn process(&mut self, frame: &Frame) -> Result<Report> {
+        // The preprocessor resizes YUV before converting it (runtime/src/preprocess.rs).
+        let rgb = FrameRef::Raw {
+            layout: &frame.layout,
+            bytes: &frame.bytes,
+            colour: frame.colour,
+        };
         let (results, stages_ms) = match &self.task {
             Task::Classify { top_k } => {
                 let (top, latency) = self.pipeline.classify(rgb, *top_k)?;

@@ -1,11 +1,11 @@
 //! Decoded frames: packed 8-bit RGB, the one format every source is turned into
 //! before preprocessing.
 
-mod raw;
+pub(crate) mod raw;
 
 use std::path::Path;
 
-pub use raw::{Colour, Matrix, PixelFormat, Range, RawLayout};
+pub use raw::{Colour, FrameRef, Matrix, PixelFormat, Range, RawLayout};
 
 use crate::error::{Error, Result};
 

@@ -7,7 +7,7 @@ use tract_onnx::prelude::{TValue, TVec};
 
 use crate::decode::{self, Class, Detection, FeatureMap};
 use crate::error::{Error, Result};
-use crate::frame::RgbFrame;
+use crate::frame::FrameRef;
 use crate::model::{Bundle, Decoding, Model, ModelOptions, Outputs};
 use crate::preprocess::{Geometry, Preprocessor};
 
@@ -55,9 +55,13 @@ impl Pipeline {
     }
 
     /// The `k` most probable classes.
-    pub fn classify(&mut self, frame: &RgbFrame, k: usize) -> Result<(Vec<Class>, Latency)> {
+    pub fn classify<'f>(
+        &mut self,
+        frame: impl Into<FrameRef<'f>>,
+        k: usize,
+    ) -> Result<(Vec<Class>, Latency)> {
         self.expect(Decoding::Classifier, Outputs::Head)?;
-        let (outputs, _, mut latency) = self.forward(frame)?;
+        let (outputs, _, mut latency) = self.forward(frame.into())?;
         let start = Instant::now();
         let logits = decode::f32_values(&outputs[0])?;
         let top = decode::top_k(logits, k, |c| self.bundle.label(c));
@@ -66,14 +70,14 @@ impl Pipeline {
     }
 
     /// Detections in frame pixels, with the given score and NMS thresholds.
-    pub fn detect(
+    pub fn detect<'f>(
         &mut self,
-        frame: &RgbFrame,
+        frame: impl Into<FrameRef<'f>>,
         conf: f32,
         iou: f32,
     ) -> Result<(Vec<Detection>, Latency)> {
         self.expect(Decoding::Yolov5, Outputs::Head)?;
-        let (outputs, geometry, mut latency) = self.forward(frame)?;
+        let (outputs, geometry, mut latency) = self.forward(frame.into())?;
         let start = Instant::now();
         let shape = outputs[0].shape();
         if shape.len() != 3 || shape[2] <= 5 {
@@ -92,13 +96,16 @@ impl Pipeline {
 
     /// The manifest's feature maps, and the embedding: the deepest map averaged
     /// over space.
-    pub fn features(&mut self, frame: &RgbFrame) -> Result<(Vec<FeatureMap>, Vec<f32>, Latency)> {
+    pub fn features<'f>(
+        &mut self,
+        frame: impl Into<FrameRef<'f>>,
+    ) -> Result<(Vec<FeatureMap>, Vec<f32>, Latency)> {
         if self.outputs != Outputs::Taps {
             return Err(Error::Inference(
                 "the pipeline was loaded for the model's head, not its feature taps".into(),
             ));
         }
-        let (outputs, _, mut latency) = self.forward(frame)?;
+        let (outputs, _, mut latency) = self.forward(frame.into())?;
         let start = Instant::now();
         let maps = self
             .bundle
@@ -119,7 +126,7 @@ impl Pipeline {
         self.model.run(input)
     }
 
-    fn forward(&mut self, frame: &RgbFrame) -> Result<(TVec<TValue>, Geometry, Latency)> {
+    fn forward(&mut self, frame: FrameRef) -> Result<(TVec<TValue>, Geometry, Latency)> {
         let start = Instant::now();
         let (input, geometry) = self.preprocessor.run(frame)?;
         let preprocess = ms(start);

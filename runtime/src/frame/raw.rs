@@ -116,6 +116,38 @@ fn bytes_per_pixel(format: PixelFormat) -> u32 {
     }
 }
 
+/// A frame for preprocessing: decoded RGB, or camera bytes in their own layout
+/// (4:2:0 YUV is then resized before colour conversion, so only the model-sized
+/// image is converted).
+#[derive(Debug, Clone, Copy)]
+pub enum FrameRef<'a> {
+    Rgb(&'a RgbFrame),
+    Raw {
+        layout: &'a RawLayout,
+        bytes: &'a [u8],
+        colour: Colour,
+    },
+}
+
+impl<'a> From<&'a RgbFrame> for FrameRef<'a> {
+    fn from(frame: &'a RgbFrame) -> Self {
+        FrameRef::Rgb(frame)
+    }
+}
+
+impl RawLayout {
+    /// A frame of this layout must be exactly `frame_len` bytes (MJPEG: any).
+    pub fn check_len(&self, bytes: &[u8]) -> Result<()> {
+        match self.frame_len() {
+            Some(expected) if bytes.len() != expected => Err(Error::Frame {
+                what: format!("{:?} {}x{} frame", self.format, self.width, self.height),
+                message: format!("expected {expected} bytes, got {}", bytes.len()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl RgbFrame {
     /// Converts one raw frame into `self`, reusing its buffer.
     pub fn convert_from(&mut self, layout: &RawLayout, bytes: &[u8], colour: Colour) -> Result<()> {
@@ -126,16 +158,7 @@ impl RgbFrame {
             })?;
             return Ok(());
         }
-        let expected = layout.frame_len().unwrap_or_default();
-        if bytes.len() != expected {
-            return Err(Error::Frame {
-                what: format!(
-                    "{:?} {}x{} frame",
-                    layout.format, layout.width, layout.height
-                ),
-                message: format!("expected {expected} bytes, got {}", bytes.len()),
-            });
-        }
+        layout.check_len(bytes)?;
         let (w, h) = (layout.width, layout.height);
         self.width = w;
         self.height = h;
@@ -207,7 +230,7 @@ impl RgbFrame {
     }
 }
 
-fn yuv_params(colour: Colour) -> (YuvRange, YuvStandardMatrix) {
+pub(crate) fn yuv_params(colour: Colour) -> (YuvRange, YuvStandardMatrix) {
     let range = match colour.range {
         Range::Limited => YuvRange::Limited,
         Range::Full => YuvRange::Full,
