@@ -230,7 +230,7 @@ impl RgbFrame {
     }
 }
 
-pub(crate) fn yuv_params(colour: Colour) -> (YuvRange, YuvStandardMatrix) {
+fn yuv_params(colour: Colour) -> (YuvRange, YuvStandardMatrix) {
     let range = match colour.range {
         Range::Limited => YuvRange::Limited,
         Range::Full => YuvRange::Full,
