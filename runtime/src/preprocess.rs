@@ -77,7 +77,7 @@ pub struct Preprocessor {
     resizer: Resizer,
     resized: Image<'static>,
     yuv: Option<YuvScratch>,
-    /// Formats without a direct path (YUYV, RGB24, MJPEG) are converted here first.
+    /// Formats without a direct path (RGB24, MJPEG) are converted here first.
     converted: RgbFrame,
     /// u8 → normalized f32 for each tensor channel: three table lookups per pixel
     /// instead of a multiply-add and a divide.
@@ -139,8 +139,8 @@ impl Preprocessor {
                 bytes,
                 colour,
             } => match layout.format {
-                PixelFormat::I420 | PixelFormat::Nv12 => {
-                    self.resize_yuv420(layout, bytes, colour, &placement)?
+                PixelFormat::I420 | PixelFormat::Nv12 | PixelFormat::Yuyv => {
+                    self.resize_yuv(layout, bytes, colour, &placement)?
                 }
                 _ => return self.run_converted(frame),
             },
@@ -255,10 +255,15 @@ impl Preprocessor {
         }
     }
 
-    fn crop_options(&self, crop: Option<(f64, f64, f64, f64)>, divisor: f64) -> ResizeOptions {
+    /// The resize options for a plane subsampled by `(dx, dy)`.
+    fn crop_options(
+        &self,
+        crop: Option<(f64, f64, f64, f64)>,
+        (dx, dy): (f64, f64),
+    ) -> ResizeOptions {
         let options = self.options();
         match crop {
-            Some((l, t, w, h)) => options.crop(l / divisor, t / divisor, w / divisor, h / divisor),
+            Some((l, t, w, h)) => options.crop(l / dx, t / dy, w / dx, h / dy),
             None => options,
         }
     }
@@ -268,7 +273,7 @@ impl Preprocessor {
         let fail = resize_error(frame.width, frame.height);
         let src = ImageRef::new(frame.width, frame.height, &frame.data, PixelType::U8x3)
             .map_err(|e| fail(&e))?;
-        let options = self.crop_options(placement.crop, 1.0);
+        let options = self.crop_options(placement.crop, (1.0, 1.0));
         match placement.region {
             None => self.resizer.resize(&src, &mut self.resized, &options),
             Some((left, top, width, height)) => {
@@ -280,75 +285,105 @@ impl Preprocessor {
         .map_err(|e| fail(&e))
     }
 
-    /// 4:2:0 YUV: the luma and both chroma planes are resized to the model's size
-    /// (chroma up to full resolution there, so colour edges stay as sharp as when
-    /// converting first) and only then converted to RGB as 4:4:4, so a 1080p camera
-    /// frame costs a model-sized conversion, not a full-frame one.
-    fn resize_yuv420(
+    /// YUV (4:2:0 or YUYV's 4:2:2): the luma and the chroma planes are resized to
+    /// the model's size (chroma up to full resolution there, so colour edges stay as
+    /// sharp as when converting first) and only then converted to RGB as 4:4:4, so a
+    /// 1080p camera frame costs a model-sized conversion, not a full-frame one.
+    fn resize_yuv(
         &mut self,
         layout: &RawLayout,
         bytes: &[u8],
         colour: Colour,
         placement: &Placement,
     ) -> Result<()> {
-        let (w, h, stride) = (layout.width, layout.height, layout.stride);
-        let fail = resize_error(w, h);
         let (left, top, rw, rh) = placement.region.unwrap_or((0, 0, self.width, self.height));
-        let fits = |s: &YuvScratch| (s.y.width(), s.y.height()) == (rw, rh);
-        if !self.yuv.as_ref().is_some_and(fits) {
-            self.yuv = Some(YuvScratch::new(rw, rh));
+        let mut scratch = match self.yuv.take() {
+            Some(s) if (s.y.width(), s.y.height()) == (rw, rh) => s,
+            _ => YuvScratch::new(rw, rh),
+        };
+        let result = self.resize_yuv_planes(layout, bytes, colour, placement, &mut scratch);
+        if result.is_ok() {
+            copy_rows(
+                &scratch.rgb,
+                rw,
+                self.resized.buffer_mut(),
+                self.width,
+                left,
+                top,
+            );
         }
-        let luma_options = self.crop_options(placement.crop, 1.0);
-        let chroma_options = self.crop_options(placement.crop, 2.0);
-        let scratch = self.yuv.as_mut().expect("made above");
+        self.yuv = Some(scratch);
+        result
+    }
+
+    fn resize_yuv_planes(
+        &mut self,
+        layout: &RawLayout,
+        bytes: &[u8],
+        colour: Colour,
+        placement: &Placement,
+        scratch: &mut YuvScratch,
+    ) -> Result<()> {
+        let (w, h, s) = (layout.width, layout.height, layout.stride as usize);
+        let fail = resize_error(w, h);
         let [t0, t1, t2] = &mut scratch.tight;
-        let (s, rows) = (stride as usize, h as usize);
-        let (y_plane, chroma) = bytes.split_at(s * rows);
-        let y_plane = unpadded(y_plane, w as usize, s, t0);
-        let y_src = ImageRef::new(w, h, y_plane, PixelType::U8).map_err(|e| fail(&e))?;
+        // The frame's planes, without padding; chroma is half the width, and half
+        // the height (4:2:0) or all of it (YUYV).
+        let (luma, chroma, rows_per_chroma) = match layout.format {
+            PixelFormat::I420 => {
+                let (y, uv) = bytes.split_at(s * h as usize);
+                let (u, v) = uv.split_at(uv.len() / 2);
+                let u = unpadded(u, w as usize / 2, s / 2, t1);
+                let v = unpadded(v, w as usize / 2, s / 2, t2);
+                (unpadded(y, w as usize, s, t0), Chroma::Planar(u, v), 2)
+            }
+            PixelFormat::Nv12 => {
+                let (y, uv) = bytes.split_at(s * h as usize);
+                let uv = unpadded(uv, w as usize, s, t1);
+                (unpadded(y, w as usize, s, t0), Chroma::Interleaved(uv), 2)
+            }
+            _ => {
+                deinterleave_yuyv(bytes, w as usize, s, t0, t1);
+                (&t0[..], Chroma::Interleaved(&t1[..]), 1)
+            }
+        };
+        let luma_options = self.crop_options(placement.crop, (1.0, 1.0));
+        let chroma_options = self.crop_options(placement.crop, (2.0, f64::from(rows_per_chroma)));
+        let y_src = ImageRef::new(w, h, luma, PixelType::U8).map_err(|e| fail(&e))?;
         self.resizer
             .resize(&y_src, &mut scratch.y, &luma_options)
             .map_err(|e| fail(&e))?;
-        if layout.format == PixelFormat::I420 {
-            let (u, v) = chroma.split_at(chroma.len() / 2);
-            let u = unpadded(u, w as usize / 2, s / 2, t1);
-            let v = unpadded(v, w as usize / 2, s / 2, t2);
-            for (plane, dst) in [(u, &mut scratch.u), (v, &mut scratch.v)] {
-                let src =
-                    ImageRef::new(w / 2, h / 2, plane, PixelType::U8).map_err(|e| fail(&e))?;
-                self.resizer
-                    .resize(&src, dst, &chroma_options)
-                    .map_err(|e| fail(&e))?;
+        let (cw, ch) = (w / 2, h / rows_per_chroma);
+        match chroma {
+            Chroma::Planar(u, v) => {
+                for (plane, dst) in [(u, &mut scratch.u), (v, &mut scratch.v)] {
+                    let src = ImageRef::new(cw, ch, plane, PixelType::U8).map_err(|e| fail(&e))?;
+                    self.resizer
+                        .resize(&src, dst, &chroma_options)
+                        .map_err(|e| fail(&e))?;
+                }
+                let (u, v) = (scratch.u.buffer(), scratch.v.buffer());
+                yuv444_to_rgb(
+                    scratch.y.buffer(),
+                    |i| (u[i], v[i]),
+                    &mut scratch.rgb,
+                    colour,
+                );
             }
-            let (u, v) = (scratch.u.buffer(), scratch.v.buffer());
-            yuv444_to_rgb(
-                scratch.y.buffer(),
-                |i| (u[i], v[i]),
-                &mut scratch.rgb,
-                colour,
-            );
-        } else {
-            let uv = unpadded(chroma, w as usize, s, t1);
-            let src = ImageRef::new(w / 2, h / 2, uv, PixelType::U8x2).map_err(|e| fail(&e))?;
-            self.resizer
-                .resize(&src, &mut scratch.uv, &chroma_options)
-                .map_err(|e| fail(&e))?;
-            let uv = scratch.uv.buffer();
-            yuv444_to_rgb(
-                scratch.y.buffer(),
-                |i| (uv[2 * i], uv[2 * i + 1]),
-                &mut scratch.rgb,
-                colour,
-            );
+            Chroma::Interleaved(uv) => {
+                let src = ImageRef::new(cw, ch, uv, PixelType::U8x2).map_err(|e| fail(&e))?;
+                self.resizer
+                    .resize(&src, &mut scratch.uv, &chroma_options)
+                    .map_err(|e| fail(&e))?;
+                let uv = scratch.uv.buffer();
+                yuv444_to_rgb(
+                    scratch.y.buffer(),
+                    |i| (uv[2 * i], uv[2 * i + 1]),
+                    &mut scratch.rgb,
+                    colour,
+                );
+            }
         }
-        copy_rows(
-            &scratch.rgb,
-            rw,
-            self.resized.buffer_mut(),
-            self.width,
-            left,
-            top,
-        );
         Ok(())
     }
 
@@ -418,6 +453,34 @@ fn yuv444_to_rgb(y: &[u8], chroma: impl Fn(usize) -> (u8, u8), rgb: &mut [u8], c
         px[0] = to_u8(l + cr_r * cr);
         px[1] = to_u8(l - cb_g * cb - cr_g * cr);
         px[2] = to_u8(l + cb_b * cb);
+    }
+}
+
+/// A YUV frame's chroma samples.
+enum Chroma<'a> {
+    /// I420: a U plane, then a V plane.
+    Planar(&'a [u8], &'a [u8]),
+    /// NV12 (and YUYV once split): U and V alternating.
+    Interleaved(&'a [u8]),
+}
+
+/// YUYV (Y0 U Y1 V per pixel pair) → a luma plane and an interleaved UV plane of
+/// half the width, rows unpadded. By hand: a byte shuffle that no crate offers for
+/// fast_image_resize's plane types.
+fn deinterleave_yuyv(
+    bytes: &[u8],
+    width: usize,
+    stride: usize,
+    luma: &mut Vec<u8>,
+    uv: &mut Vec<u8>,
+) {
+    luma.clear();
+    uv.clear();
+    for row in bytes.chunks(stride) {
+        for pair in row[..width * 2].chunks_exact(4) {
+            luma.extend_from_slice(&[pair[0], pair[2]]);
+            uv.extend_from_slice(&[pair[1], pair[3]]);
+        }
     }
 }
 
@@ -522,9 +585,10 @@ mod tests {
         assert_eq!(crate::decode::f32_values(&second).unwrap().as_ptr(), ptr);
     }
 
-    /// BT.601 limited-range I420 or NV12 of `frame` (cropped to even size), each
-    /// row padded to `stride` bytes with 0xFF.
-    fn yuv420(frame: &RgbFrame, format: PixelFormat, stride: u32) -> (RawLayout, Vec<u8>) {
+    /// BT.601 limited-range I420, NV12 or YUYV of `frame` (cropped to even size),
+    /// each row padded to `stride` bytes (of the luma plane, or of YUYV's one plane)
+    /// with 0xFF.
+    fn yuv(frame: &RgbFrame, format: PixelFormat, stride: u32) -> (RawLayout, Vec<u8>) {
         let (w, h) = (frame.width & !1, frame.height & !1);
         let px = |x: u32, y: u32| {
             let i = ((y * frame.width + x) * 3) as usize;
@@ -535,7 +599,26 @@ mod tests {
                 128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
             ]
         };
+        let mean = |pixels: &[[f32; 3]], c: usize| {
+            (pixels.iter().map(|p| p[c]).sum::<f32>() / pixels.len() as f32).round() as u8
+        };
         let s = stride as usize;
+        if format == PixelFormat::Yuyv {
+            let mut bytes = vec![0xFF; s * h as usize];
+            for y in 0..h {
+                for x in 0..w / 2 {
+                    let pair = [px(2 * x, y), px(2 * x + 1, y)];
+                    let at = y as usize * s + 4 * x as usize;
+                    bytes[at..at + 4].copy_from_slice(&[
+                        pair[0][0].round() as u8,
+                        mean(&pair, 1),
+                        pair[1][0].round() as u8,
+                        mean(&pair, 2),
+                    ]);
+                }
+            }
+            return (RawLayout::new(format, w, h, Some(stride)).unwrap(), bytes);
+        }
         let mut bytes = vec![0xFF; s * h as usize + s * (h as usize / 2)];
         let (luma, chroma) = bytes.split_at_mut(s * h as usize);
         for y in 0..h {
@@ -547,15 +630,14 @@ mod tests {
             for x in 0..w / 2 {
                 let quad =
                     [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(dx, dy)| px(2 * x + dx, 2 * y + dy));
-                let mean = |c: usize| (quad.iter().map(|p| p[c]).sum::<f32>() / 4.0).round() as u8;
                 let (y, x) = (y as usize, x as usize);
                 if format == PixelFormat::I420 {
                     let (u, v) = chroma.split_at_mut(chroma.len() / 2);
-                    u[y * s / 2 + x] = mean(1);
-                    v[y * s / 2 + x] = mean(2);
+                    u[y * s / 2 + x] = mean(&quad, 1);
+                    v[y * s / 2 + x] = mean(&quad, 2);
                 } else {
-                    chroma[y * s + 2 * x] = mean(1);
-                    chroma[y * s + 2 * x + 1] = mean(2);
+                    chroma[y * s + 2 * x] = mean(&quad, 1);
+                    chroma[y * s + 2 * x + 1] = mean(&quad, 2);
                 }
             }
         }
@@ -563,9 +645,9 @@ mod tests {
         (layout, bytes)
     }
 
-    /// Resizing YUV before converting it gives what converting the whole frame and
-    /// resizing the RGB gives, up to rounding: same geometry, pixels within a few
-    /// levels on average. (Padded NV12 is compared unpadded: yuvutils-rs 0.8.3
+    /// Resizing YUV (4:2:0, YUYV's 4:2:2) before converting it gives what converting
+    /// the whole frame and resizing the RGB gives, up to rounding: same geometry,
+    /// pixels within a few levels on average. (Padded NV12 is compared unpadded: yuvutils-rs 0.8.3
     /// refuses an NV12 chroma plane whose stride is wider than the image.)
     #[test]
     fn yuv_is_resized_before_conversion_with_the_same_result() {
@@ -577,10 +659,11 @@ mod tests {
             (spec("stretch", ""), 64),
         ];
         for (spec, size) in cases {
-            for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            for format in [PixelFormat::I420, PixelFormat::Nv12, PixelFormat::Yuyv] {
                 let colour = crate::frame::Colour::default();
+                let row = (photo.width & !1) * if format == PixelFormat::Yuyv { 2 } else { 1 };
                 let run_raw = |stride_pad: u32| {
-                    let (layout, bytes) = yuv420(&photo, format, (photo.width & !1) + stride_pad);
+                    let (layout, bytes) = yuv(&photo, format, row + stride_pad);
                     let raw = FrameRef::Raw {
                         layout: &layout,
                         bytes: &bytes,
