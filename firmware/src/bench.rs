@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Raw little-endian f32 input tensor of the model's shape; zeros otherwise.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Run a quantized (QDQ) model as written, in float, instead of as int8 operators.
+    #[arg(long)]
+    qdq_as_float: bool,
 }
 
 #[derive(Serialize)]
@@ -45,6 +48,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let bundle = Bundle::open(&args.model)?;
     let options = ModelOptions {
         threads: args.threads.into(),
+        integer: !args.qdq_as_float,
         ..Default::default()
     };
     let mut pipeline = Pipeline::load(bundle, &options)?;

@@ -126,6 +126,7 @@ fn load(
         threads: args.threads.into(),
         input_size: size,
         outputs,
+        integer: true,
     };
     Ok(Pipeline::load(bundle, &options)?)
 }

@@ -126,6 +126,7 @@ impl TaskRunner {
             threads: config.model.threads as usize,
             input_size: None,
             outputs,
+            integer: true,
         };
         let pipeline = Pipeline::load(bundle, &options)?;
         let defaults = &pipeline.bundle().manifest.output;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::Bundle;
+use super::{Bundle, int8};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -24,6 +24,9 @@ pub struct ModelOptions {
     /// Input width and height; `None` keeps the manifest's size.
     pub input_size: Option<(u32, u32)>,
     pub outputs: Outputs,
+    /// Run quantized (QDQ) models as integer operators; `false` runs them as
+    /// written, in float (the reference the integer path is checked against).
+    pub integer: bool,
 }
 
 impl Default for ModelOptions {
@@ -32,6 +35,7 @@ impl Default for ModelOptions {
             threads: 1,
             input_size: None,
             outputs: Outputs::Head,
+            integer: true,
         }
     }
 }
@@ -66,8 +70,8 @@ impl Model {
                 .map(|t| t.tensor.as_str())
                 .collect(),
         };
-        let plan = optimize(&path, input_shape, &outputs, options.threads)
-            .map_err(|e| Error::model(&path, &e))?;
+        let plan =
+            optimize(&path, input_shape, &outputs, options).map_err(|e| Error::model(&path, &e))?;
         let state = plan.spawn().map_err(|e| Error::model(&path, &e))?;
         log::info!(
             "loaded {} for {width}x{height} input, {} thread(s)",
@@ -105,22 +109,46 @@ fn optimize(
     path: &std::path::Path,
     input_shape: [usize; 4],
     outputs: &[&str],
-    threads: usize,
+    options: &ModelOptions,
 ) -> TractResult<Arc<TypedRunnableModel>> {
-    let mut model = tract_onnx::onnx()
-        .model_for_path(path)?
+    let mut onnx = tract_onnx::onnx();
+    let mut proto = onnx.proto_model_for_path(path)?;
+    if options.integer {
+        int8::register(&mut onnx);
+        log_summary(path, &int8::rewrite(&mut proto, outputs));
+    }
+    let mut model = onnx
+        .model_for_proto_model(&proto)?
         .with_input_fact(0, f32::fact(input_shape).into())?;
     if !outputs.is_empty() {
         model = model.with_outputs_by_name(outputs)?;
     }
-    let executor = if threads > 1 {
-        Executor::multithread(threads)
+    let executor = if options.threads > 1 {
+        Executor::multithread(options.threads)
     } else {
         Executor::SingleThread
     };
-    let options = RunOptions {
+    let run_options = RunOptions {
         executor: Some(executor),
         ..Default::default()
     };
-    model.into_optimized()?.into_runnable_with_options(&options)
+    model
+        .into_optimized()?
+        .into_runnable_with_options(&run_options)
+}
+
+/// Says which quantized layers run as integer operators and why others do not.
+fn log_summary(path: &std::path::Path, summary: &int8::Summary) {
+    if !summary.is_quantized() {
+        return;
+    }
+    log::info!(
+        "{}: {} quantized layers run as int8 operators, {} in float",
+        path.display(),
+        summary.integer.len(),
+        summary.float.len()
+    );
+    for (node, reason) in &summary.float {
+        log::info!("{}: {node} runs in float: {reason}", path.display());
+    }
 }

@@ -1,6 +1,7 @@
 //! Model bundles (a network file plus its manifest) and the loaded, optimized plan.
 
 mod bundle;
+pub mod int8;
 mod load;
 pub mod manifest;
 

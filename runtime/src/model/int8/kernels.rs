@@ -1,0 +1,377 @@
+//! The integer arithmetic of the int8 path, on plain slices.
+//!
+//! Every result here is a pure function of its integer inputs and a handful of
+//! f32 constants fixed at load time: integer sums, then one f32 multiply (and
+//! for additions one f32 add) per output, rounded by a fixed rule. Rust never
+//! fuses a multiply and an add on its own, and IEEE-754 multiplication is
+//! exact-rounded everywhere, so x86, aarch64 and armv7 produce the same bytes.
+
+/// 1.5 · 2²³: adding and subtracting it rounds an f32 below 2²² to the nearest
+/// integer, ties to even, with two plain additions. `f32::round_ties_even` would
+/// do the same but is a libm call on baseline x86-64 and armv7, per element.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// How an accumulator becomes an int8 activation: `y = clamp(round(acc · scale) + zero)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Requant {
+    pub scale: f32,
+    pub zero: i32,
+    /// Output bounds in the quantized domain, folded ReLU/ReLU6 included.
+    pub min: i32,
+    pub max: i32,
+}
+
+impl Requant {
+    /// Written so the compiler vectorizes it: float min/max and a cast of a
+    /// value already in range, no panicking `clamp` with runtime bounds.
+    #[inline(always)]
+    pub fn apply(&self, value: f32) -> i8 {
+        let lo = (self.min - self.zero) as f32;
+        let hi = (self.max - self.zero) as f32;
+        // Bounds first: the magic constant only rounds below 2²², and the
+        // bounds are integers, so bounding before rounding changes nothing.
+        let bounded = value.max(lo).min(hi);
+        // After adding 1.5 · 2²³ the low mantissa bits hold the rounded integer:
+        // read them instead of a float-to-int conversion (which is scalar and
+        // checked on baseline x86-64).
+        let rounded = (bounded + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
+        (rounded + self.zero) as i8
+    }
+}
+
+/// Runs `$body` compiled for AVX2 when the x86-64 CPU has it, else for the
+/// target's baseline (SSE2 on x86-64; NEON is baseline on aarch64). Same
+/// operations either way, no fused multiply-add, so the same results.
+macro_rules! with_avx2 {
+    ($name:ident, ($($arg:ident: $ty:ty),*), $body:block) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn $name($($arg: $ty),*) $body
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { $name($($arg),*) };
+            }
+        }
+        $body
+    }};
+}
+
+/// `out[i] = requant(acc[i] · scale)` for one output channel.
+pub fn requantize(acc: &[i32], scale: f32, requant: Requant, out: &mut [i8]) {
+    with_avx2!(requantize_avx2, (acc: &[i32], scale: f32, requant: Requant, out: &mut [i8]), {
+        for (o, &a) in out.iter_mut().zip(acc) {
+            *o = requant.apply(a as f32 * scale);
+        }
+    })
+}
+
+/// Conv geometry on one image, NCHW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    /// top, left, bottom, right
+    pub pads: [usize; 4],
+}
+
+impl Geometry {
+    pub fn output_size(&self) -> (usize, usize) {
+        let [top, left, bottom, right] = self.pads;
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        (
+            (self.height + top + bottom - kh) / sh + 1,
+            (self.width + left + right - kw) / sw + 1,
+        )
+    }
+
+    fn padded(&self) -> (usize, usize) {
+        let [top, left, bottom, right] = self.pads;
+        (self.height + top + bottom, self.width + left + right)
+    }
+}
+
+/// The patch matrix of a convolution, `[channels · kh · kw, oh · ow]`, padding
+/// filled with the input's zero point (which is real 0). tract-linalg packs it
+/// for its int8 matrix kernels; it has no int8 im2col of its own we can call.
+pub fn im2col(input: &[i8], geo: &Geometry, zero: i8, out: &mut [i8]) {
+    let (oh, ow) = geo.output_size();
+    let (kh, kw) = geo.kernel;
+    let (sh, sw) = geo.stride;
+    let [top, left, ..] = geo.pads;
+    let (h, w) = (geo.height as isize, geo.width as isize);
+    let n = oh * ow;
+    for c in 0..geo.channels {
+        let plane = &input[c * geo.height * geo.width..][..geo.height * geo.width];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut out[((c * kh + ky) * kw + kx) * n..][..n];
+                for oy in 0..oh {
+                    let y = (oy * sh + ky) as isize - top as isize;
+                    let dst = &mut row[oy * ow..][..ow];
+                    if y < 0 || y >= h {
+                        dst.fill(zero);
+                        continue;
+                    }
+                    let src = &plane[y as usize * geo.width..][..geo.width];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let x = (ox * sw + kx) as isize - left as isize;
+                        *d = if x < 0 || x >= w {
+                            zero
+                        } else {
+                            src[x as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One channel of a depthwise convolution: `acc = bias + Σ w · (x − zero)`.
+///
+/// tract's depthwise kernels are float-only; this one works on the channel's
+/// padded plane as i16 (zero point already subtracted, so padding is 0) and
+/// keeps the inner loop a straight multiply-add over a row, which the compiler
+/// vectorizes for stride 1 and 2.
+pub fn depthwise_channel(
+    plane: &[i8],
+    geo: &Geometry,
+    zero: i8,
+    weights: &[i8],
+    bias: i32,
+    padded: &mut Vec<i16>,
+    acc: &mut [i32],
+) {
+    let (ph, pw) = geo.padded();
+    let [top, left, ..] = geo.pads;
+    let sw = geo.stride.1;
+    // The padded plane is stored column-phase by column-phase (for stride 2: even
+    // columns, then odd ones), so that every kernel tap reads a contiguous run.
+    let phase_w = pw.div_ceil(sw);
+    padded.clear();
+    padded.resize(sw * ph * phase_w, 0);
+    for y in 0..geo.height {
+        let src = &plane[y * geo.width..][..geo.width];
+        for phase in 0..sw {
+            // Padded columns `phase, phase + sw, …` that hold input pixels.
+            let first = (left + sw - phase - 1) / sw;
+            let dst = &mut padded[(phase * ph + y + top) * phase_w..][..phase_w];
+            for (d, &s) in dst[first..]
+                .iter_mut()
+                .zip(src[first * sw + phase - left..].iter().step_by(sw))
+            {
+                *d = s as i16 - zero as i16;
+            }
+        }
+    }
+    accumulate_depthwise(padded, (ph, phase_w), geo, weights, bias, acc);
+}
+
+/// The multiply-adds of [`depthwise_channel`] over its phase-split padded plane.
+fn accumulate_depthwise(
+    padded: &[i16],
+    (ph, phase_w): (usize, usize),
+    geo: &Geometry,
+    weights: &[i8],
+    bias: i32,
+    acc: &mut [i32],
+) {
+    with_avx2!(accumulate_avx2, (padded: &[i16], ph: usize, phase_w: usize, geo: &Geometry, weights: &[i8], bias: i32, acc: &mut [i32]), {
+        accumulate_rows(padded, ph, phase_w, geo, weights, bias, acc)
+    })
+}
+
+#[inline(always)]
+fn accumulate_rows(
+    padded: &[i16],
+    ph: usize,
+    phase_w: usize,
+    geo: &Geometry,
+    weights: &[i8],
+    bias: i32,
+    acc: &mut [i32],
+) {
+    let (sh, sw) = geo.stride;
+    let (oh, ow) = geo.output_size();
+    let (kh, kw) = geo.kernel;
+    for oy in 0..oh {
+        let out = &mut acc[oy * ow..][..ow];
+        out.fill(bias);
+        for ky in 0..kh {
+            let y = oy * sh + ky;
+            for kx in 0..kw {
+                // |w · (x − zero)| ≤ 128 · 255 fits i16: the product is taken in
+                // 16 bits (pmullw even on baseline x86-64) and widened to add.
+                let wv = weights[ky * kw + kx] as i16;
+                let row = &padded[((kx % sw) * ph + y) * phase_w + kx / sw..][..ow];
+                for (o, &x) in out.iter_mut().zip(row) {
+                    *o += (wv * x) as i32;
+                }
+            }
+        }
+    }
+}
+
+/// Two quantized tensors added: `y = requant((a − za)·ka + (b − zb)·kb)`, where
+/// `sides` holds `(za, ka)` and `(zb, kb)`, `k` being input scale over output scale.
+pub fn add(a: &[i8], b: &[i8], sides: [(i32, f32); 2], requant: Requant, out: &mut [i8]) {
+    let [(za, ka), (zb, kb)] = sides;
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        let sum = (x as i32 - za) as f32 * ka + (y as i32 - zb) as f32 * kb;
+        *o = requant.apply(sum);
+    }
+}
+
+/// Any function of one int8 value, as a table indexed by the value's bits.
+pub fn lookup(input: &[i8], table: &[i8; 256], out: &mut [i8]) {
+    for (o, &x) in out.iter_mut().zip(input) {
+        *o = table[x as u8 as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: Requant = Requant {
+        scale: 1.0,
+        zero: 0,
+        min: -128,
+        max: 127,
+    };
+
+    fn geo(channels: usize, h: usize, w: usize, k: usize, s: usize, p: usize) -> Geometry {
+        Geometry {
+            channels,
+            height: h,
+            width: w,
+            kernel: (k, k),
+            stride: (s, s),
+            pads: [p; 4],
+        }
+    }
+
+    /// The definition, one output at a time, in i64.
+    fn conv_reference(x: &[i8], g: &Geometry, zero: i8, w: &[i8], bias: i32) -> Vec<i32> {
+        let (oh, ow) = g.output_size();
+        let (k, s, p) = (g.kernel.0, g.stride.0, g.pads[0] as isize);
+        let mut out = vec![];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut sum = bias as i64;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let y = (oy * s + ky) as isize - p;
+                        let xx = (ox * s + kx) as isize - p;
+                        let inside =
+                            y >= 0 && xx >= 0 && y < g.height as isize && xx < g.width as isize;
+                        let v = if inside {
+                            x[y as usize * g.width + xx as usize]
+                        } else {
+                            zero
+                        };
+                        sum += w[ky * k + kx] as i64 * (v as i64 - zero as i64);
+                    }
+                }
+                out.push(sum as i32);
+            }
+        }
+        out
+    }
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<i8> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8 as i8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn depthwise_matches_the_definition_for_strides_and_odd_sizes() {
+        for (h, w, s) in [(7, 9, 1), (8, 8, 2), (5, 3, 2), (1, 1, 1)] {
+            let g = geo(1, h, w, 3, s, 1);
+            let x = pseudo_random(h * w, (h * w * s) as u32);
+            let k = pseudo_random(9, 7);
+            let (oh, ow) = g.output_size();
+            let mut acc = vec![0; oh * ow];
+            depthwise_channel(&x, &g, -5, &k, 1000, &mut Vec::new(), &mut acc);
+            assert_eq!(
+                acc,
+                conv_reference(&x, &g, -5, &k, 1000),
+                "{h}x{w} stride {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn im2col_rows_times_weights_is_the_convolution() {
+        let g = geo(2, 6, 5, 3, 2, 1);
+        let x = pseudo_random(2 * 6 * 5, 3);
+        let w = pseudo_random(2 * 9, 4);
+        let (oh, ow) = g.output_size();
+        let mut cols = vec![0; 2 * 9 * oh * ow];
+        im2col(&x, &g, 3, &mut cols);
+        let by_matrix: Vec<i32> = (0..oh * ow)
+            .map(|n| {
+                (0..18)
+                    .map(|k| w[k] as i32 * (cols[k * oh * ow + n] as i32 - 3))
+                    .sum()
+            })
+            .collect();
+        let expected: Vec<i32> = (0..oh * ow)
+            .map(|i| {
+                (0..2)
+                    .map(|c| {
+                        conv_reference(
+                            &x[c * 30..][..30],
+                            &geo(1, 6, 5, 3, 2, 1),
+                            3,
+                            &w[c * 9..][..9],
+                            0,
+                        )[i]
+                    })
+                    .sum()
+            })
+            .collect();
+        assert_eq!(by_matrix, expected);
+    }
+
+    #[test]
+    fn requant_rounds_half_to_even_and_saturates() {
+        let r = Requant { zero: 10, ..FULL };
+        let out: Vec<i8> = [0.5, 1.5, -0.5, -2.5, 2.49, 1e9, -1e9, 116.6]
+            .iter()
+            .map(|&v| r.apply(v))
+            .collect();
+        assert_eq!(out, [10, 12, 10, 8, 12, 127, -128, 127]);
+        let relu6 = Requant {
+            min: -128,
+            max: 20,
+            zero: -128,
+            ..FULL
+        };
+        assert_eq!(relu6.apply(300.0), 20);
+    }
+
+    #[test]
+    fn add_rescales_both_sides() {
+        let mut out = [0i8; 3];
+        add(
+            &[10, -20, 127],
+            &[4, 4, 127],
+            [(2, 0.5), (-4, 0.25)],
+            Requant { zero: 1, ..FULL },
+            &mut out,
+        );
+        // (10-2)·0.5 + (4+4)·0.25 = 6 → 7;  (-22)·0.5 + 2 = -9 → -8;  62.5 + 32.75 = 95.25 → 96
+        assert_eq!(out, [7, -8, 96]);
+    }
+}
