@@ -1,22 +1,11 @@
 //! The int8 execution path against the same QDQ file run in float by tract.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{read_f32, root};
 use edgebone::decode::f32_values;
 use edgebone::{Bundle, ModelOptions, Pipeline};
 use tract_onnx::prelude::{IntoTValue, Tensor};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
 
 fn pipeline(model: &str, integer: bool) -> Pipeline {
     let bundle = Bundle::open(root().join("models").join(model)).unwrap();

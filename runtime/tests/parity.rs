@@ -1,8 +1,11 @@
 //! The runtime against PyTorch's and ONNX Runtime's own outputs on real networks.
 //! These run on x86 and, under qemu, on aarch64 and armv7 (see README).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+mod common;
+
+use common::{read_f32, root};
 use edgebone::decode::f32_values;
 use edgebone::decode::yolov5::iou;
 use edgebone::model::Outputs;
@@ -10,20 +13,8 @@ use edgebone::{Bundle, ModelOptions, Pipeline, RgbFrame};
 use serde_json::Value;
 use tract_onnx::prelude::{IntoTValue, Tensor};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn golden(name: &str) -> PathBuf {
     root().join("tests/data/golden").join(name)
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 fn json(name: &str) -> Value {

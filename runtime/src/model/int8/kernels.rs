@@ -11,10 +11,10 @@
 /// do the same but is a libm call on baseline x86-64 and armv7, per element.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// How an accumulator becomes an int8 activation: `y = clamp(round(acc · scale) + zero)`.
+/// How a scaled accumulator becomes an int8 activation: `y = clamp(round(value) + zero)`
+/// (the scale is per channel, so the caller multiplies).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Requant {
-    pub scale: f32,
     pub zero: i32,
     /// Output bounds in the quantized domain, folded ReLU/ReLU6 included.
     pub min: i32,
@@ -239,7 +239,6 @@ mod tests {
     use super::*;
 
     const FULL: Requant = Requant {
-        scale: 1.0,
         zero: 0,
         min: -128,
         max: 127,
@@ -356,7 +355,6 @@ mod tests {
             min: -128,
             max: 20,
             zero: -128,
-            ..FULL
         };
         assert_eq!(relu6.apply(300.0), 20);
     }

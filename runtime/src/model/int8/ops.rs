@@ -46,7 +46,6 @@ fn int(node: &NodeProto, name: &str) -> TractResult<i32> {
 
 fn requant_of(node: &NodeProto) -> TractResult<Requant> {
     Ok(Requant {
-        scale: 1.0,
         zero: int(node, "zero_out")?,
         min: int(node, "min")?,
         max: int(node, "max")?,
@@ -55,6 +54,13 @@ fn requant_of(node: &NodeProto) -> TractResult<Requant> {
 
 fn slice<D: Datum>(t: &Tensor) -> TractResult<&[D]> {
     t.try_as_plain_ram()?.as_slice::<D>()
+}
+
+/// An int8 tensor of `like`'s shape, filled by `fill` (the elementwise ops).
+fn int8_like(like: &TValue, fill: impl FnOnce(&mut [i8])) -> TractResult<TVec<TValue>> {
+    let mut out = unsafe { Tensor::uninitialized::<i8>(like.shape())? };
+    fill(out.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?);
+    Ok(tvec!(out.into_tvalue()))
 }
 
 fn bytes_as_i8(bytes: &[u8]) -> Vec<i8> {
@@ -309,12 +315,15 @@ impl QConv {
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, block])? };
         for start in (0..n).step_by(block) {
             let width = block.min(n - start);
-            let part = if width == n {
-                cols.clone()
+            // A layer that fits one block is packed as it is, not copied first.
+            let part;
+            let columns = if width == n {
+                &cols
             } else {
-                cols.slice(1, start, start + width)?
+                part = cols.slice(1, start, start + width)?;
+                &part
             };
-            let packed = mmm.packings()[packing].1.prepare_one(&part, 0, 1)?;
+            let packed = mmm.packings()[packing].1.prepare_one(columns, 0, 1)?;
             unsafe {
                 let store = mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
                 mmm.run(
@@ -511,16 +520,11 @@ impl EvalOp for QAdd {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut out = unsafe { Tensor::uninitialized::<i8>(inputs[0].shape())? };
-        let mut view = out.try_as_plain_ram_mut()?;
-        kernels::add(
-            slice::<i8>(&inputs[0])?,
-            slice::<i8>(&inputs[1])?,
-            [(self.zero_a, self.ratio_a), (self.zero_b, self.ratio_b)],
-            self.requant,
-            view.as_slice_mut::<i8>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        let sides = [(self.zero_a, self.ratio_a), (self.zero_b, self.ratio_b)];
+        let (a, b) = (slice::<i8>(&inputs[0])?, slice::<i8>(&inputs[1])?);
+        int8_like(&inputs[0], |out| {
+            kernels::add(a, b, sides, self.requant, out)
+        })
     }
 }
 
@@ -602,14 +606,8 @@ impl EvalOp for QLookup {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut out = unsafe { Tensor::uninitialized::<i8>(inputs[0].shape())? };
-        let mut view = out.try_as_plain_ram_mut()?;
-        kernels::lookup(
-            slice::<i8>(&inputs[0])?,
-            &self.table,
-            view.as_slice_mut::<i8>()?,
-        );
-        Ok(tvec!(out.into_tvalue()))
+        let input = slice::<i8>(&inputs[0])?;
+        int8_like(&inputs[0], |out| kernels::lookup(input, &self.table, out))
     }
 }
 

@@ -268,7 +268,6 @@ impl Quant {
 
     fn requant(&self, bounds: Bounds) -> Requant {
         Requant {
-            scale: 1.0,
             zero: self.zero,
             min: self.quantize(bounds.lo),
             max: self.quantize(bounds.hi),
