@@ -103,3 +103,92 @@ fn every_yolov5n_convolution_runs_as_int8_and_the_head_gives_float() {
         ]
     );
 }
+
+/// The output of every integer operator of `network` on a golden input: name,
+/// type, shape and sha256 of its bytes, one line each.
+fn integer_digests(network: &str, input: &str) -> Vec<String> {
+    use edgebone::model::int8::{self, ops};
+    use sha2::{Digest, Sha256};
+    use tract_onnx::prelude::*;
+
+    let mut onnx = tract_onnx::onnx();
+    int8::register(&mut onnx);
+    let mut proto = onnx.proto_model_for_path(root().join(network)).unwrap();
+    int8::rewrite(&mut proto, &[]);
+    let graph = proto.graph.as_ref().unwrap();
+    let names: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| [ops::CONV, ops::ADD, ops::LOOKUP].contains(&n.op_type.as_str()))
+        .map(|n| n.output[0].as_str())
+        .collect();
+    let input = read_f32(&root().join("tests/data/golden").join(input));
+    let side = ((input.len() / 3) as f64).sqrt() as usize;
+    let plan = onnx
+        .model_for_proto_model(&proto)
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 3, side, side]).into())
+        .unwrap()
+        .with_outputs_by_name(&names)
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(&[1, 3, side, side], &input).unwrap();
+    let outputs = plan.run(tvec![input.into_tvalue()]).unwrap();
+    names
+        .iter()
+        .zip(outputs)
+        .map(|(name, t)| {
+            let bytes = t.as_bytes();
+            let hash: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{name} {:?} {:?} {hash}", t.datum_type(), t.shape())
+        })
+        .collect()
+}
+
+/// The integer path's arithmetic (integer sums, one f32 multiply per value, fixed
+/// rounding, no fused multiply-add) is meant to give the same bytes on every
+/// target. The digests were written on x86 (`EDGEBONE_BLESS=1 cargo test -p
+/// edgebone --test int8 digests`); .ci/arm runs this test on aarch64 and armv7.
+fn assert_same_bytes_as_committed(model: &str, network: &str, input: &str) {
+    let path = root().join(format!("tests/data/int8-digests/{model}.txt"));
+    let ours = integer_digests(network, input);
+    if std::env::var_os("EDGEBONE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, ours.join("\n") + "\n").unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap();
+    let committed: Vec<&str> = committed.lines().collect();
+    assert_eq!(ours.len(), committed.len(), "{model}: integer operators");
+    for (a, b) in ours.iter().zip(&committed) {
+        // The first operator that differs is where to look; the rest follow it.
+        assert_eq!(a, b, "{model}: first integer output that differs from x86");
+    }
+    eprintln!(
+        "{model}: {} integer outputs byte-identical to the committed x86 run",
+        ours.len()
+    );
+}
+
+#[test]
+fn mobilenet_v2_int8_digests_match_x86() {
+    assert_same_bytes_as_committed(
+        "mobilenet_v2_int8",
+        "models/mobilenet_v2_int8/mobilenet_v2_int8.onnx",
+        "mobilenet_v2.input0.f32",
+    );
+}
+
+#[test]
+fn yolov5n_int8_digests_match_x86() {
+    assert_same_bytes_as_committed(
+        "yolov5n_int8",
+        "models/yolov5n_int8/yolov5n_int8.onnx",
+        "yolov5n.bus.input.f32",
+    );
+}
