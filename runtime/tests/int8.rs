@@ -106,9 +106,10 @@ fn every_yolov5n_convolution_runs_as_int8_and_the_head_gives_float() {
 
 /// The output of every integer operator of `network` on a golden input: name,
 /// type, shape and sha256 of its bytes, one line each.
-fn integer_digests(network: &str, input: &str) -> Vec<String> {
+fn integer_digests(network: &str, input: &str, threads: usize) -> Vec<String> {
     use edgebone::model::int8::{self, ops};
     use sha2::{Digest, Sha256};
+    use tract_linalg::multithread::Executor;
     use tract_onnx::prelude::*;
 
     let mut onnx = tract_onnx::onnx();
@@ -132,9 +133,16 @@ fn integer_digests(network: &str, input: &str) -> Vec<String> {
         .with_outputs_by_name(&names)
         .unwrap()
         .into_optimized()
-        .unwrap()
-        .into_runnable()
         .unwrap();
+    let executor = match threads {
+        1 => Executor::SingleThread,
+        n => Executor::multithread(n),
+    };
+    let options = RunOptions {
+        executor: Some(executor),
+        ..Default::default()
+    };
+    let plan = plan.into_runnable_with_options(&options).unwrap();
     let input = Tensor::from_shape(&[1, 3, side, side], &input).unwrap();
     let outputs = plan.run(tvec![input.into_tvalue()]).unwrap();
     names
@@ -155,10 +163,11 @@ fn integer_digests(network: &str, input: &str) -> Vec<String> {
 /// rounding, no fused multiply-add) is meant to give the same bytes on every
 /// target. The digests were written on x86 (`EDGEBONE_BLESS=1 cargo test -p
 /// edgebone --test int8 digests`); .ci/arm runs this test on aarch64 and armv7.
-fn assert_same_bytes_as_committed(model: &str, network: &str, input: &str) {
+/// Work split across threads must not change a byte either.
+fn assert_same_bytes_as_committed(model: &str, network: &str, input: &str, threads: usize) {
     let path = root().join(format!("tests/data/int8-digests/{model}.txt"));
-    let ours = integer_digests(network, input);
-    if std::env::var_os("EDGEBONE_BLESS").is_some() {
+    let ours = integer_digests(network, input, threads);
+    if std::env::var_os("EDGEBONE_BLESS").is_some() && threads == 1 {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, ours.join("\n") + "\n").unwrap();
     }
@@ -170,7 +179,7 @@ fn assert_same_bytes_as_committed(model: &str, network: &str, input: &str) {
         assert_eq!(a, b, "{model}: first integer output that differs from x86");
     }
     eprintln!(
-        "{model}: {} integer outputs byte-identical to the committed x86 run",
+        "{model}, {threads} thread(s): {} integer outputs byte-identical to the committed x86 run",
         ours.len()
     );
 }
@@ -181,6 +190,17 @@ fn mobilenet_v2_int8_digests_match_x86() {
         "mobilenet_v2_int8",
         "models/mobilenet_v2_int8/mobilenet_v2_int8.onnx",
         "mobilenet_v2.input0.f32",
+        1,
+    );
+}
+
+#[test]
+fn mobilenet_v2_int8_digests_match_x86_on_two_threads() {
+    assert_same_bytes_as_committed(
+        "mobilenet_v2_int8",
+        "models/mobilenet_v2_int8/mobilenet_v2_int8.onnx",
+        "mobilenet_v2.input0.f32",
+        2,
     );
 }
 
@@ -190,5 +210,6 @@ fn yolov5n_int8_digests_match_x86() {
         "yolov5n_int8",
         "models/yolov5n_int8/yolov5n_int8.onnx",
         "yolov5n.bus.input.f32",
+        1,
     );
 }

@@ -4,7 +4,14 @@
 use std::sync::Arc;
 
 use tract_linalg::BinOp;
-use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, MmmDispatch, Query};
+use tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
+    MmmDispatch, PackedExoticFact, Query,
+};
+use tract_linalg::multithread::{
+    Executor, current_tract_executor, multithread_tract_scope, par_chunks_mut,
+};
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{AttributeProto, NodeProto};
 use tract_onnx::prelude::*;
@@ -13,7 +20,7 @@ use tract_onnx::tract_hir::internal::{
     Expansion, InferenceOp, InferenceResult, Solver, TensorProxy, expand,
 };
 
-use super::kernels::{self, Geometry, Requant};
+use super::kernels::{self, Geometry, Panels, Requant};
 
 pub const CONV: &str = "EdgeboneQConv";
 pub const ADD: &str = "EdgeboneQAdd";
@@ -56,11 +63,81 @@ fn slice<D: Datum>(t: &Tensor) -> TractResult<&[D]> {
     t.try_as_plain_ram()?.as_slice::<D>()
 }
 
-/// An int8 tensor of `like`'s shape, filled by `fill` (the elementwise ops).
-fn int8_like(like: &TValue, fill: impl FnOnce(&mut [i8])) -> TractResult<TVec<TValue>> {
+/// Runs an operator's work on the plan's thread pool when it has one, with the
+/// pool set as tract's executor there too (so matrix kernels and
+/// [`par_chunks_mut`] split work across it). Running on the calling thread
+/// instead leaves the pool's idle workers spinning against it: measured, a
+/// 2-thread MobileNetV2 int8 was slower than a 1-thread one.
+fn on_plan_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
+            let executor = Executor::MultiThread(pool.clone());
+            pool.install(|| multithread_tract_scope(executor, work))
+        }
+        _ => work(),
+    }
+}
+
+/// An int8 tensor of `like`'s shape, filled by `fill(range, out)` a range of
+/// whole planes at a time, in parallel (the elementwise ops).
+fn int8_like(
+    like: &Tensor,
+    fill: impl Fn(std::ops::Range<usize>, &mut [i8]) + Sync + Send,
+) -> TractResult<Tensor> {
     let mut out = unsafe { Tensor::uninitialized::<i8>(like.shape())? };
-    fill(out.try_as_plain_ram_mut()?.as_slice_mut::<i8>()?);
-    Ok(tvec!(out.into_tvalue()))
+    let plane: usize = like.shape().iter().skip(2).product();
+    {
+        let mut view = out.try_as_plain_ram_mut()?;
+        let values = view.as_slice_mut::<i8>()?;
+        let total = values.len();
+        par_chunks_mut(values, plane.max(1), total, |first, chunk| {
+            let start = first * plane.max(1);
+            fill(start..start + chunk.len(), chunk);
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+/// Consecutive output channels of a convolution, `n` values each, in the
+/// operator's output type.
+enum Rows<'a> {
+    Int8(&'a mut [i8]),
+    Float(&'a mut [f32]),
+}
+
+impl Rows<'_> {
+    /// The `i`-th channel's row.
+    fn channel(&mut self, i: usize, n: usize) -> Rows<'_> {
+        match self {
+            Rows::Int8(r) => Rows::Int8(&mut r[i * n..][..n]),
+            Rows::Float(r) => Rows::Float(&mut r[i * n..][..n]),
+        }
+    }
+}
+
+/// Runs `work(channels, rows)` over all output channels of `out` (`[1, c, h, w]`),
+/// split in parallel on whole channels.
+fn for_channels(
+    out: &mut Tensor,
+    work: usize,
+    f: impl Fn(std::ops::Range<usize>, Rows) -> TractResult<()> + Sync + Send,
+) -> TractResult<()> {
+    let n: usize = out.shape()[2..].iter().product();
+    let float = out.datum_type() == f32::datum_type();
+    let mut view = out.try_as_plain_ram_mut()?;
+    let range = |first: usize, len: usize| first..first + len / n;
+    if float {
+        let values = view.as_slice_mut::<f32>()?;
+        par_chunks_mut(values, n, work, |first, chunk| {
+            f(range(first, chunk.len()), Rows::Float(chunk))
+        })
+    } else {
+        let values = view.as_slice_mut::<i8>()?;
+        par_chunks_mut(values, n, work, |first, chunk| {
+            f(range(first, chunk.len()), Rows::Int8(chunk))
+        })
+    }
 }
 
 fn bytes_as_i8(bytes: &[u8]) -> Vec<i8> {
@@ -196,9 +273,125 @@ enum Engine {
         mmm: Box<dyn MatMatMul>,
         packing: usize,
         weights: Arc<Box<dyn MMMInputValue>>,
+        /// Writes patches straight into the kernel's panels; `None` when the
+        /// kernel's packing is not one [`PatchPacker`] knows.
+        patches: Option<PatchPacker>,
         pointwise: bool,
     },
     Depthwise,
+}
+
+/// Packs blocks of a convolution's patch matrix for the matrix kernel without
+/// writing the matrix first ([`kernels::pack_patches`]).
+#[derive(Clone, Debug)]
+struct PatchPacker {
+    format: Box<dyn MMMInputFormat>,
+    panels: Panels,
+    alignment: usize,
+    k: usize,
+}
+
+impl PatchPacker {
+    fn new(format: &dyn MMMInputFormat, k: usize) -> Option<PatchPacker> {
+        if let Some(f) = format.downcast_ref::<PackedI8K4>() {
+            let panels = Panels {
+                r: f.r,
+                group: 4,
+                len: f.single_panel_len(k),
+            };
+            return Some(PatchPacker::of(
+                Box::new(f.clone()),
+                panels,
+                f.alignment(),
+                k,
+            ));
+        }
+        let f = format.downcast_ref::<PackedFormat>()?;
+        if f.dt.unquantized() != i8::datum_type() {
+            return None;
+        }
+        let panels = Panels {
+            r: f.r,
+            group: 1,
+            len: f.single_panel_len(k),
+        };
+        Some(PatchPacker::of(
+            Box::new(f.clone()),
+            panels,
+            f.alignment(),
+            k,
+        ))
+    }
+
+    fn of(format: Box<dyn MMMInputFormat>, panels: Panels, alignment: usize, k: usize) -> Self {
+        PatchPacker {
+            format,
+            panels,
+            alignment,
+            k,
+        }
+    }
+
+    fn pack(
+        &self,
+        padded: &[i8],
+        geometry: &Geometry,
+        start: usize,
+        width: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        let r = self.panels.r;
+        let len = width.div_ceil(r) * self.panels.len;
+        // SAFETY: every byte is written (zeroed) before the blob is read.
+        let mut blob = unsafe { Blob::new_for_size_and_align(len, self.alignment) };
+        let bytes = blob.as_bytes_mut();
+        bytes.fill(0);
+        // SAFETY: i8 and u8 have one size and alignment.
+        let values = unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, len) };
+        // Panels split in parallel: each chunk is whole panels, columns from `first · r`.
+        par_chunks_mut(values, self.panels.len, len, |first, chunk| {
+            let from = first * r;
+            let columns = (chunk.len() / self.panels.len * r).min(width - from);
+            kernels::pack_patches(padded, geometry, self.panels, start + from, columns, chunk);
+            Ok(())
+        })?;
+        Ok(Box::new(EagerPackedInput {
+            fact: PackedExoticFact {
+                format: self.format.clone(),
+                mn: width.to_dim(),
+                k: self.k,
+            },
+            packed: Arc::new(blob),
+            panel_bytes: self.panels.len,
+            mn: width,
+        }))
+    }
+}
+
+/// Where a convolution's blocks of columns come from.
+enum Columns<'a> {
+    /// Gathered from the padded input straight into panels.
+    Packed(&'a PatchPacker, &'a [i8]),
+    /// Packed from a patch matrix by tract-linalg.
+    Matrix(Tensor),
+}
+
+impl Columns<'_> {
+    fn block(
+        &self,
+        format: &dyn MMMInputFormat,
+        geometry: &Geometry,
+        start: usize,
+        width: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        match self {
+            Columns::Packed(packer, padded) => packer.pack(padded, geometry, start, width),
+            // A layer that fits one block is packed as it is, not copied first.
+            Columns::Matrix(cols) if width == cols.shape()[1] => format.prepare_one(cols, 0, 1),
+            Columns::Matrix(cols) => {
+                format.prepare_one(&cols.slice(1, start, start + width)?, 0, 1)
+            }
+        }
+    }
 }
 
 /// An int8 convolution: int8 in, int8 out, requantized per output channel.
@@ -268,11 +461,13 @@ impl QConv {
                 .clone()
                 .into_shape(&[c_out, per_channel])?;
             let packed = mmm.packings()[packing].0.prepare_one(&matrix, 1, 0)?;
+            let patches = PatchPacker::new(&*mmm.packings()[packing].1, per_channel);
             let g = &geometry;
             Engine::Matrix {
                 mmm,
                 packing,
                 weights: Arc::new(packed),
+                patches,
                 pointwise: g.kernel == (1, 1) && g.stride == (1, 1) && g.pads == [0; 4],
             }
         };
@@ -290,19 +485,23 @@ impl QConv {
         mmm: &dyn MatMatMul,
         packing: usize,
         weights: &dyn MMMInputValue,
+        patches: Option<&PatchPacker>,
         pointwise: bool,
         input: &Tensor,
     ) -> TractResult<Tensor> {
         let g = &self.geometry;
         let (oh, ow) = g.output_size();
         let (m, n) = (self.params.output_channels(), oh * ow);
-        let k = self.params.weights.len() / m;
-        let cols = if pointwise {
-            input.clone().into_shape(&[k, n])?
-        } else {
-            let mut cols = vec![0i8; k * n];
-            kernels::im2col(slice::<i8>(input)?, g, self.params.zero_in, &mut cols);
-            Tensor::from_shape(&[k, n], &cols)?
+        let mut scratch = Vec::new();
+        let columns = match patches {
+            Some(packer) => {
+                let x = slice::<i8>(input)?;
+                Columns::Packed(
+                    packer,
+                    kernels::pad_planes(x, g, self.params.zero_in, &mut scratch),
+                )
+            }
+            None => Columns::Matrix(self.patch_matrix(pointwise, input)?),
         };
         let mut out = self.output(m, oh, ow)?;
         // Column blocks small enough that their i32 accumulators stay in cache
@@ -315,15 +514,7 @@ impl QConv {
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, block])? };
         for start in (0..n).step_by(block) {
             let width = block.min(n - start);
-            // A layer that fits one block is packed as it is, not copied first.
-            let part;
-            let columns = if width == n {
-                &cols
-            } else {
-                part = cols.slice(1, start, start + width)?;
-                &part
-            };
-            let packed = mmm.packings()[packing].1.prepare_one(columns, 0, 1)?;
+            let packed = columns.block(&*mmm.packings()[packing].1, g, start, width)?;
             unsafe {
                 let store = mmm.c_view(Some(0), Some(1)).wrap(&acc.view_mut());
                 mmm.run(
@@ -341,11 +532,32 @@ impl QConv {
                 )?;
             }
             let acc = slice::<i32>(&acc)?;
-            for c in 0..m {
-                self.finish(c, &acc[c * block..][..width], n, start, &mut out)?;
-            }
+            for_channels(&mut out, m * width, |channels, rows| {
+                let acc = &acc[channels.start * block..];
+                self.finish(channels, acc, block, (start, width), rows);
+                Ok(())
+            })?;
         }
         Ok(out)
+    }
+
+    /// The patch matrix `[k, n]`, for kernels whose packing [`PatchPacker`]
+    /// does not know (a 1×1 convolution's input is its own patch matrix).
+    fn patch_matrix(&self, pointwise: bool, input: &Tensor) -> TractResult<Tensor> {
+        let (oh, ow) = self.geometry.output_size();
+        let n = oh * ow;
+        let k = self.params.weights.len() / self.params.output_channels();
+        if pointwise {
+            return input.clone().into_shape(&[k, n]);
+        }
+        let mut cols = vec![0i8; k * n];
+        kernels::im2col(
+            slice::<i8>(input)?,
+            &self.geometry,
+            self.params.zero_in,
+            &mut cols,
+        );
+        Tensor::from_shape(&[k, n], &cols)
     }
 
     fn output(&self, channels: usize, oh: usize, ow: usize) -> TractResult<Tensor> {
@@ -353,30 +565,38 @@ impl QConv {
         unsafe { Tensor::uninitialized_dt(self.params.output_type(), &shape) }
     }
 
-    /// Channel `c`'s accumulators into the output from column `start` of its
-    /// `n`: requantized, or scaled to f32.
+    /// The accumulators of `channels` (`width` columns each, `stride` apart in
+    /// `acc`) into columns `start..start + width` of their output rows:
+    /// requantized, or scaled to f32.
     fn finish(
         &self,
-        c: usize,
+        channels: std::ops::Range<usize>,
         acc: &[i32],
-        n: usize,
-        start: usize,
-        out: &mut Tensor,
-    ) -> TractResult<()> {
-        let scale = self.params.scales[c];
-        let mut view = out.try_as_plain_ram_mut()?;
-        let at = c * n + start;
-        let len = acc.len();
-        if self.params.float_out {
-            let dst = &mut view.as_slice_mut::<f32>()?[at..][..len];
-            for (d, &a) in dst.iter_mut().zip(acc) {
-                *d = a as f32 * scale;
+        stride: usize,
+        (start, width): (usize, usize),
+        rows: Rows,
+    ) {
+        let accs = channels
+            .clone()
+            .map(|c| &acc[(c - channels.start) * stride..][..width]);
+        let scales = &self.params.scales[channels.clone()];
+        match rows {
+            Rows::Int8(out) => {
+                let n = out.len() / channels.len();
+                for ((row, acc), &scale) in out.chunks_exact_mut(n).zip(accs).zip(scales) {
+                    let dst = &mut row[start..][..width];
+                    kernels::requantize(acc, scale, self.params.requant, dst);
+                }
             }
-        } else {
-            let dst = &mut view.as_slice_mut::<i8>()?[at..][..len];
-            kernels::requantize(acc, scale, self.params.requant, dst);
+            Rows::Float(out) => {
+                let n = out.len() / channels.len();
+                for ((row, acc), &scale) in out.chunks_exact_mut(n).zip(accs).zip(scales) {
+                    for (d, &a) in row[start..][..width].iter_mut().zip(acc) {
+                        *d = a as f32 * scale;
+                    }
+                }
+            }
         }
-        Ok(())
     }
 
     fn run_depthwise(&self, input: &Tensor) -> TractResult<Tensor> {
@@ -388,21 +608,25 @@ impl QConv {
         let w = slice::<i8>(&self.params.weights)?;
         let bias = slice::<i32>(&self.bias)?;
         let mut out = self.output(c_out, oh, ow)?;
-        let mut padded = Vec::new();
-        let mut acc = vec![0i32; oh * ow];
         let plane = g.height * g.width;
-        for c in 0..c_out {
-            kernels::depthwise_channel(
-                &x[c * plane..][..plane],
-                g,
-                self.params.zero_in,
-                &w[c * kh * kw..][..kh * kw],
-                bias[c],
-                &mut padded,
-                &mut acc,
-            );
-            self.finish(c, &acc, oh * ow, 0, &mut out)?;
-        }
+        let work = c_out * oh * ow * kh * kw;
+        for_channels(&mut out, work, |channels, mut rows| {
+            let mut padded = Vec::new();
+            let mut acc = vec![0i32; oh * ow];
+            for (i, c) in channels.clone().enumerate() {
+                kernels::depthwise_channel(
+                    &x[c * plane..][..plane],
+                    g,
+                    self.params.zero_in,
+                    &w[c * kh * kw..][..kh * kw],
+                    bias[c],
+                    &mut padded,
+                    &mut acc,
+                );
+                self.finish(c..c + 1, &acc, 0, (0, oh * ow), rows.channel(i, oh * ow));
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
@@ -427,16 +651,31 @@ impl EvalOp for QConv {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let out = match &self.engine {
+        let input: &Tensor = &inputs[0];
+        let out = on_plan_threads(|| self.run(input))?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl QConv {
+    fn run(&self, input: &Tensor) -> TractResult<Tensor> {
+        match &self.engine {
             Engine::Matrix {
                 mmm,
                 packing,
                 weights,
+                patches,
                 pointwise,
-            } => self.run_matrix(&**mmm, *packing, &***weights, *pointwise, &inputs[0])?,
-            Engine::Depthwise => self.run_depthwise(&inputs[0])?,
-        };
-        Ok(tvec!(out.into_tvalue()))
+            } => self.run_matrix(
+                &**mmm,
+                *packing,
+                &***weights,
+                patches.as_ref(),
+                *pointwise,
+                input,
+            ),
+            Engine::Depthwise => self.run_depthwise(input),
+        }
     }
 }
 
@@ -521,10 +760,15 @@ impl EvalOp for QAdd {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let sides = [(self.zero_a, self.ratio_a), (self.zero_b, self.ratio_b)];
-        let (a, b) = (slice::<i8>(&inputs[0])?, slice::<i8>(&inputs[1])?);
-        int8_like(&inputs[0], |out| {
-            kernels::add(a, b, sides, self.requant, out)
-        })
+        let (a, b): (&Tensor, &Tensor) = (&inputs[0], &inputs[1]);
+        let (xa, xb) = (slice::<i8>(a)?, slice::<i8>(b)?);
+        let out = on_plan_threads(|| {
+            int8_like(a, |range, out| {
+                let (xa, xb) = (&xa[range.clone()], &xb[range]);
+                kernels::add(xa, xb, sides, self.requant, out)
+            })
+        })?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
@@ -606,8 +850,14 @@ impl EvalOp for QLookup {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = slice::<i8>(&inputs[0])?;
-        int8_like(&inputs[0], |out| kernels::lookup(input, &self.table, out))
+        let input: &Tensor = &inputs[0];
+        let values = slice::<i8>(input)?;
+        let out = on_plan_threads(|| {
+            int8_like(input, |range, out| {
+                kernels::lookup(&values[range], &self.table, out)
+            })
+        })?;
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
