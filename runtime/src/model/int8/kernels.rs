@@ -138,7 +138,8 @@ pub fn pad_planes<'a>(input: &'a [i8], geo: &Geometry, zero: i8, out: &'a mut Ve
 /// [`im2col`] writes), gathered from the padded input straight into the matrix
 /// kernel's packed panels: one pass over the patches instead of writing the
 /// patch matrix and packing it (measured: the two passes were 43% of ResNet-18's
-/// int8 time). tract-linalg's own patch packer works on float convolutions only.
+/// int8 time). tract-core's im2col is an operator of its own plan that packs a
+/// whole layer at once; this fills one cache-sized block of columns at a time.
 /// `out` must be zeroed: the panel tail (k padding, columns past the last)
 /// stays 0, which the dot-product kernels' sums rely on.
 pub fn pack_patches(
