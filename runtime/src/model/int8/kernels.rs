@@ -134,31 +134,37 @@ pub fn pad_planes<'a>(input: &'a [i8], geo: &Geometry, zero: i8, out: &'a mut Ve
     out
 }
 
-/// Columns `start..start + width` of the convolution's patch matrix (what
-/// [`im2col`] writes), gathered from the padded input straight into the matrix
-/// kernel's packed panels: one pass over the patches instead of writing the
-/// patch matrix and packing it (measured: the two passes were 43% of ResNet-18's
-/// int8 time). tract-core's im2col is an operator of its own plan that packs a
-/// whole layer at once; this fills one cache-sized block of columns at a time.
-/// `out` must be zeroed: the panel tail (k padding, columns past the last)
-/// stays 0, which the dot-product kernels' sums rely on.
+/// Where each row of a convolution's patch matrix (a channel and a kernel tap)
+/// starts in the padded input.
+pub fn patch_rows(geo: &Geometry) -> Vec<usize> {
+    let (ph, pw) = geo.padded();
+    let (kh, kw) = geo.kernel;
+    let rows = (0..geo.channels)
+        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c * ph + y) * pw + x)));
+    rows.collect()
+}
+
+/// `columns` of the convolution's patch matrix (what [`im2col`] writes),
+/// gathered from the padded input straight into the matrix kernel's packed
+/// panels: one pass over the patches instead of writing the patch matrix and
+/// packing it (measured: the two passes were 43% of ResNet-18's int8 time).
+/// tract-core's im2col is an operator of its own plan that packs a whole layer
+/// at once; this fills one cache-sized block of columns at a time. `rows` is
+/// [`patch_rows`]. `out` must be zeroed: the panel tail (k padding, columns
+/// past the last) stays 0, which the dot-product kernels' sums rely on.
 pub fn pack_patches(
     padded: &[i8],
     geo: &Geometry,
+    rows: &[usize],
     panels: Panels,
-    start: usize,
-    width: usize,
+    columns: std::ops::Range<usize>,
     out: &mut [i8],
 ) {
-    let (ph, pw) = geo.padded();
+    let (_, pw) = geo.padded();
     let (_, ow) = geo.output_size();
-    let (kh, kw) = geo.kernel;
     let (sh, sw) = geo.stride;
-    // Offset of each row of the patch matrix (a channel and a kernel tap) in the
-    // padded input, and of each column (an output pixel) from there.
-    let rows = (0..geo.channels)
-        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c * ph + y) * pw + x)));
-    let rows: Vec<usize> = rows.collect();
+    let (start, width) = (columns.start, columns.len());
+    // Where each column (an output pixel) of a panel starts from a row's start.
     let mut columns = vec![0usize; panels.r];
     for (p, panel) in out
         .chunks_exact_mut(panels.len)
@@ -179,13 +185,13 @@ pub fn pack_patches(
         let evenly = count == panels.r && columns[count - 1] - columns[0] == (count - 1) * sw;
         let first = columns[0];
         match (evenly, panels.group, sw, panels.r) {
-            (true, 4, 1, 8) => gather_k4::<1, 8>(padded, &rows, first, panels, panel),
-            (true, 4, 2, 8) => gather_k4::<2, 8>(padded, &rows, first, panels, panel),
-            (true, 4, 1, 16) => gather_k4::<1, 16>(padded, &rows, first, panels, panel),
-            (true, 4, 2, 16) => gather_k4::<2, 16>(padded, &rows, first, panels, panel),
-            (true, 1, 1, _) => gather_k1::<1>(padded, &rows, first, panels, panel),
-            (true, 1, 2, _) => gather_k1::<2>(padded, &rows, first, panels, panel),
-            _ => gather_any(padded, &rows, &columns[..count], panels, panel),
+            (true, 4, 1, 8) => gather_k4::<1, 8>(padded, rows, first, panels, panel),
+            (true, 4, 2, 8) => gather_k4::<2, 8>(padded, rows, first, panels, panel),
+            (true, 4, 1, 16) => gather_k4::<1, 16>(padded, rows, first, panels, panel),
+            (true, 4, 2, 16) => gather_k4::<2, 16>(padded, rows, first, panels, panel),
+            (true, 1, 1, _) => gather_k1::<1>(padded, rows, first, panels, panel),
+            (true, 1, 2, _) => gather_k1::<2>(padded, rows, first, panels, panel),
+            _ => gather_any(padded, rows, &columns[..count], panels, panel),
         }
     }
 }
@@ -396,8 +402,8 @@ fn accumulate_depthwise(
 /// the row once per tap).
 const RUN: usize = 32;
 
-/// Kernel taps a depthwise convolution may have for the register path (7×7 is
-/// the largest in the supported networks).
+/// Kernel taps summed per pass over the outputs (7×7 is the largest depthwise
+/// kernel in the supported networks; larger ones take several passes).
 const MAX_TAPS: usize = 64;
 
 #[inline(always)]
@@ -413,56 +419,33 @@ fn accumulate_rows(
     let (sh, sw) = geo.stride;
     let (oh, ow) = geo.output_size();
     let (kh, kw) = geo.kernel;
-    // Each tap's weight and where its row starts for output row 0.
-    let mut taps = [(0i16, 0usize); MAX_TAPS];
-    let taps = &mut taps[..(kh * kw).min(MAX_TAPS)];
-    for (t, tap) in taps.iter_mut().enumerate() {
-        let (ky, kx) = (t / kw, t % kw);
-        *tap = (weights[t] as i16, ((kx % sw) * ph + ky) * phase_w + kx / sw);
-    }
-    for oy in 0..oh {
-        let out = &mut acc[oy * ow..][..ow];
-        let down = oy * sh * phase_w;
-        if kh * kw > MAX_TAPS {
-            tap_by_tap(padded, (ph, phase_w), geo, weights, bias, oy, out);
-            continue;
+    // Taps in groups that fit a stack table (in every supported network, one
+    // group): each tap's weight and where its row starts for output row 0.
+    for group in (0..kh * kw).step_by(MAX_TAPS) {
+        let mut table = [(0i16, 0usize); MAX_TAPS];
+        let taps = &mut table[..(kh * kw - group).min(MAX_TAPS)];
+        for (t, tap) in (group..).zip(taps.iter_mut()) {
+            let (ky, kx) = (t / kw, t % kw);
+            *tap = (weights[t] as i16, ((kx % sw) * ph + ky) * phase_w + kx / sw);
         }
-        for (r, run) in out.chunks_mut(RUN).enumerate() {
-            // A short last run is summed whole (reading past the row, into the
-            // next one or the slack) and only its outputs kept.
-            let mut sum = [bias; RUN];
-            for &(w, at) in taps.iter() {
-                let row = &padded[at + down + r * RUN..][..RUN];
-                // |w · (x − zero)| ≤ 128 · 255 fits i16: the product is taken in
-                // 16 bits (pmullw even on baseline x86-64) and widened to add.
-                for (s, &x) in sum.iter_mut().zip(row) {
-                    *s += (w * x) as i32;
+        for oy in 0..oh {
+            let out = &mut acc[oy * ow..][..ow];
+            let down = oy * sh * phase_w;
+            for (r, run) in out.chunks_mut(RUN).enumerate() {
+                // A short last run is summed whole (reading past the row, into
+                // the next one or the slack) and only its outputs kept.
+                let mut sum = [if group == 0 { bias } else { 0 }; RUN];
+                for &(w, at) in taps.iter() {
+                    let row = &padded[at + down + r * RUN..][..RUN];
+                    // |w · (x − zero)| ≤ 128 · 255 fits i16: the product is taken
+                    // in 16 bits (pmullw even on baseline x86-64) and widened to add.
+                    for (s, &x) in sum.iter_mut().zip(row) {
+                        *s += (w * x) as i32;
+                    }
                 }
-            }
-            run.copy_from_slice(&sum[..run.len()]);
-        }
-    }
-}
-
-/// One output row, a tap at a time (kernels larger than [`MAX_TAPS`]).
-fn tap_by_tap(
-    padded: &[i16],
-    (ph, phase_w): (usize, usize),
-    geo: &Geometry,
-    weights: &[i8],
-    bias: i32,
-    oy: usize,
-    out: &mut [i32],
-) {
-    let (sh, sw) = geo.stride;
-    let (kh, kw) = geo.kernel;
-    out.fill(bias);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = weights[ky * kw + kx] as i16;
-            let row = &padded[((kx % sw) * ph + oy * sh + ky) * phase_w + kx / sw..][..out.len()];
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o += (wv * x) as i32;
+                for (o, s) in run.iter_mut().zip(sum) {
+                    *o = if group == 0 { s } else { *o + s };
+                }
             }
         }
     }
@@ -547,7 +530,7 @@ mod tests {
     #[test]
     fn depthwise_matches_the_definition_for_strides_and_odd_sizes() {
         // Rows shorter than a register run, several runs and a remainder, 5×5, and
-        // 9×9 (more taps than the register path takes).
+        // 9×9 (more taps than one pass sums).
         for (h, w, s, k) in [
             (7, 9, 1, 3),
             (8, 8, 2, 3),
@@ -702,7 +685,14 @@ mod tests {
                         .collect();
                     let expected = tract_panels(&block, k, width, format, panels);
                     let mut ours = vec![0; width.div_ceil(panels.r) * panels.len];
-                    pack_patches(&padded, &g, panels, start, width, &mut ours);
+                    pack_patches(
+                        &padded,
+                        &g,
+                        &patch_rows(&g),
+                        panels,
+                        start..start + width,
+                        &mut ours,
+                    );
                     let ours: Vec<Vec<i8>> = ours
                         .chunks(panels.len)
                         .zip(&expected)

@@ -79,24 +79,24 @@ fn on_plan_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 }
 
 /// An int8 tensor of `like`'s shape, filled by `fill(range, out)` a range of
-/// whole planes at a time, in parallel (the elementwise ops).
+/// whole planes at a time, in parallel on the plan's threads (the elementwise ops).
 fn int8_like(
     like: &Tensor,
     fill: impl Fn(std::ops::Range<usize>, &mut [i8]) + Sync + Send,
-) -> TractResult<Tensor> {
-    let mut out = unsafe { Tensor::uninitialized::<i8>(like.shape())? };
-    let plane: usize = like.shape().iter().skip(2).product();
-    {
+) -> TractResult<TVec<TValue>> {
+    let plane = like.shape().iter().skip(2).product::<usize>().max(1);
+    let out = on_plan_threads(|| {
+        let mut out = unsafe { Tensor::uninitialized::<i8>(like.shape())? };
         let mut view = out.try_as_plain_ram_mut()?;
         let values = view.as_slice_mut::<i8>()?;
         let total = values.len();
-        par_chunks_mut(values, plane.max(1), total, |first, chunk| {
-            let start = first * plane.max(1);
-            fill(start..start + chunk.len(), chunk);
+        par_chunks_mut(values, plane, total, |first, chunk| {
+            fill(first * plane..first * plane + chunk.len(), chunk);
             Ok(())
         })?;
-    }
-    Ok(out)
+        TractResult::Ok(out)
+    })?;
+    Ok(tvec!(out.into_tvalue()))
 }
 
 /// Consecutive output channels of a convolution, `n` values each, in the
@@ -267,18 +267,19 @@ impl Expansion for ConvParams {
 /// How a convolution's accumulators are computed.
 #[derive(Clone, Debug)]
 enum Engine {
-    /// Patch matrix (or the input itself, for 1×1) times the packed weights, by
-    /// tract-linalg's int8 matrix kernels.
-    Matrix {
-        mmm: Box<dyn MatMatMul>,
-        packing: usize,
-        weights: Arc<Box<dyn MMMInputValue>>,
-        /// Writes patches straight into the kernel's panels; `None` when the
-        /// kernel's packing is not one [`PatchPacker`] knows.
-        patches: Option<PatchPacker>,
-        pointwise: bool,
-    },
+    /// Patches times the packed weights, by tract-linalg's int8 matrix kernels.
+    Matrix(Matrix),
     Depthwise,
+}
+
+#[derive(Clone, Debug)]
+struct Matrix {
+    mmm: Box<dyn MatMatMul>,
+    packing: usize,
+    weights: Arc<Box<dyn MMMInputValue>>,
+    /// Writes patches straight into the kernel's panels; `None` when the
+    /// kernel's packing is not one [`PatchPacker`] knows.
+    patches: Option<PatchPacker>,
 }
 
 /// Packs blocks of a convolution's patch matrix for the matrix kernel without
@@ -289,47 +290,31 @@ struct PatchPacker {
     panels: Panels,
     alignment: usize,
     k: usize,
+    /// Where each patch row starts in the padded input, worked out once.
+    rows: Vec<usize>,
 }
 
 impl PatchPacker {
-    fn new(format: &dyn MMMInputFormat, k: usize) -> Option<PatchPacker> {
-        if let Some(f) = format.downcast_ref::<PackedI8K4>() {
-            let panels = Panels {
-                r: f.r,
-                group: 4,
-                len: f.single_panel_len(k),
+    fn new(format: &dyn MMMInputFormat, geometry: &Geometry, k: usize) -> Option<PatchPacker> {
+        let (format, group, r, len, alignment): (Box<dyn MMMInputFormat>, _, _, _, _) =
+            if let Some(f) = format.downcast_ref::<PackedI8K4>() {
+                let len = f.single_panel_len(k);
+                (Box::new(f.clone()), 4, f.r, len, f.alignment())
+            } else {
+                let f = format.downcast_ref::<PackedFormat>()?;
+                if f.dt.unquantized() != i8::datum_type() {
+                    return None;
+                }
+                let len = f.single_panel_len(k);
+                (Box::new(f.clone()), 1, f.r, len, f.alignment())
             };
-            return Some(PatchPacker::of(
-                Box::new(f.clone()),
-                panels,
-                f.alignment(),
-                k,
-            ));
-        }
-        let f = format.downcast_ref::<PackedFormat>()?;
-        if f.dt.unquantized() != i8::datum_type() {
-            return None;
-        }
-        let panels = Panels {
-            r: f.r,
-            group: 1,
-            len: f.single_panel_len(k),
-        };
-        Some(PatchPacker::of(
-            Box::new(f.clone()),
-            panels,
-            f.alignment(),
-            k,
-        ))
-    }
-
-    fn of(format: Box<dyn MMMInputFormat>, panels: Panels, alignment: usize, k: usize) -> Self {
-        PatchPacker {
+        Some(PatchPacker {
             format,
-            panels,
+            panels: Panels { r, group, len },
             alignment,
             k,
-        }
+            rows: kernels::patch_rows(geometry),
+        })
     }
 
     fn pack(
@@ -351,7 +336,8 @@ impl PatchPacker {
         par_chunks_mut(values, self.panels.len, len, |first, chunk| {
             let from = first * r;
             let columns = (chunk.len() / self.panels.len * r).min(width - from);
-            kernels::pack_patches(padded, geometry, self.panels, start + from, columns, chunk);
+            let columns = start + from..start + from + columns;
+            kernels::pack_patches(padded, geometry, &self.rows, self.panels, columns, chunk);
             Ok(())
         })?;
         Ok(Box::new(EagerPackedInput {
@@ -461,15 +447,13 @@ impl QConv {
                 .clone()
                 .into_shape(&[c_out, per_channel])?;
             let packed = mmm.packings()[packing].0.prepare_one(&matrix, 1, 0)?;
-            let patches = PatchPacker::new(&*mmm.packings()[packing].1, per_channel);
-            let g = &geometry;
-            Engine::Matrix {
+            let patches = PatchPacker::new(&*mmm.packings()[packing].1, &geometry, per_channel);
+            Engine::Matrix(Matrix {
                 mmm,
                 packing,
                 weights: Arc::new(packed),
                 patches,
-                pointwise: g.kernel == (1, 1) && g.stride == (1, 1) && g.pads == [0; 4],
-            }
+            })
         };
         Ok(QConv {
             name: name.to_string(),
@@ -480,15 +464,21 @@ impl QConv {
         })
     }
 
-    fn run_matrix(
-        &self,
-        mmm: &dyn MatMatMul,
-        packing: usize,
-        weights: &dyn MMMInputValue,
-        patches: Option<&PatchPacker>,
-        pointwise: bool,
-        input: &Tensor,
-    ) -> TractResult<Tensor> {
+    fn run(&self, input: &Tensor) -> TractResult<Tensor> {
+        match &self.engine {
+            Engine::Matrix(matrix) => self.run_matrix(matrix, input),
+            Engine::Depthwise => self.run_depthwise(input),
+        }
+    }
+
+    fn run_matrix(&self, matrix: &Matrix, input: &Tensor) -> TractResult<Tensor> {
+        let Matrix {
+            mmm,
+            packing,
+            weights,
+            patches,
+        } = matrix;
+        let (packing, weights) = (*packing, &***weights);
         let g = &self.geometry;
         let (oh, ow) = g.output_size();
         let (m, n) = (self.params.output_channels(), oh * ow);
@@ -501,7 +491,7 @@ impl QConv {
                     kernels::pad_planes(x, g, self.params.zero_in, &mut scratch),
                 )
             }
-            None => Columns::Matrix(self.patch_matrix(pointwise, input)?),
+            None => Columns::Matrix(self.patch_matrix(input)?),
         };
         let mut out = self.output(m, oh, ow)?;
         // Column blocks small enough that their i32 accumulators stay in cache
@@ -543,11 +533,12 @@ impl QConv {
 
     /// The patch matrix `[k, n]`, for kernels whose packing [`PatchPacker`]
     /// does not know (a 1×1 convolution's input is its own patch matrix).
-    fn patch_matrix(&self, pointwise: bool, input: &Tensor) -> TractResult<Tensor> {
-        let (oh, ow) = self.geometry.output_size();
+    fn patch_matrix(&self, input: &Tensor) -> TractResult<Tensor> {
+        let g = &self.geometry;
+        let (oh, ow) = g.output_size();
         let n = oh * ow;
         let k = self.params.weights.len() / self.params.output_channels();
-        if pointwise {
+        if g.kernel == (1, 1) && g.stride == (1, 1) && g.pads == [0; 4] {
             return input.clone().into_shape(&[k, n]);
         }
         let mut cols = vec![0i8; k * n];
@@ -623,7 +614,8 @@ impl QConv {
                     &mut padded,
                     &mut acc,
                 );
-                self.finish(c..c + 1, &acc, 0, (0, oh * ow), rows.channel(i, oh * ow));
+                let n = oh * ow;
+                self.finish(c..c + 1, &acc, n, (0, n), rows.channel(i, n));
             }
             Ok(())
         })?;
@@ -638,7 +630,7 @@ impl Op for QConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let engine = match &self.engine {
-            Engine::Matrix { mmm, .. } => format!("int8 matrix kernel {}", mmm.name()),
+            Engine::Matrix(Matrix { mmm, .. }) => format!("int8 matrix kernel {}", mmm.name()),
             Engine::Depthwise => "int8 depthwise".to_string(),
         };
         Ok(vec![engine])
@@ -654,28 +646,6 @@ impl EvalOp for QConv {
         let input: &Tensor = &inputs[0];
         let out = on_plan_threads(|| self.run(input))?;
         Ok(tvec!(out.into_tvalue()))
-    }
-}
-
-impl QConv {
-    fn run(&self, input: &Tensor) -> TractResult<Tensor> {
-        match &self.engine {
-            Engine::Matrix {
-                mmm,
-                packing,
-                weights,
-                patches,
-                pointwise,
-            } => self.run_matrix(
-                &**mmm,
-                *packing,
-                &***weights,
-                patches.as_ref(),
-                *pointwise,
-                input,
-            ),
-            Engine::Depthwise => self.run_depthwise(input),
-        }
     }
 }
 
@@ -762,13 +732,10 @@ impl EvalOp for QAdd {
         let sides = [(self.zero_a, self.ratio_a), (self.zero_b, self.ratio_b)];
         let (a, b): (&Tensor, &Tensor) = (&inputs[0], &inputs[1]);
         let (xa, xb) = (slice::<i8>(a)?, slice::<i8>(b)?);
-        let out = on_plan_threads(|| {
-            int8_like(a, |range, out| {
-                let (xa, xb) = (&xa[range.clone()], &xb[range]);
-                kernels::add(xa, xb, sides, self.requant, out)
-            })
-        })?;
-        Ok(tvec!(out.into_tvalue()))
+        int8_like(a, |range, out| {
+            let (xa, xb) = (&xa[range.clone()], &xb[range]);
+            kernels::add(xa, xb, sides, self.requant, out)
+        })
     }
 }
 
@@ -852,12 +819,9 @@ impl EvalOp for QLookup {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input: &Tensor = &inputs[0];
         let values = slice::<i8>(input)?;
-        let out = on_plan_threads(|| {
-            int8_like(input, |range, out| {
-                kernels::lookup(&values[range], &self.table, out)
-            })
-        })?;
-        Ok(tvec!(out.into_tvalue()))
+        int8_like(input, |range, out| {
+            kernels::lookup(&values[range], &self.table, out)
+        })
     }
 }
 
