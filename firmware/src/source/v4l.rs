@@ -1,15 +1,16 @@
-//! V4L2 cameras (USB webcams; Pi and Jetson cameras exposed as V4L2) through the
-//! `v4l` crate, with memory-mapped buffers.
+//! V4L2 cameras (USB webcams; Pi and Jetson cameras exposed as V4L2) through
+//! `moq-v4l` (the `v4l` crate's API with the kernel's videodev2.h bindings checked
+//! in, so building needs no bindgen or libclang), with memory-mapped buffers.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
-use v4l::buffer::Type;
-use v4l::io::mmap::Stream;
-use v4l::io::traits::CaptureStream;
-use v4l::video::Capture;
-use v4l::{Device, FourCC, Fraction};
+use moq_v4l::buffer::Type;
+use moq_v4l::io::mmap::Stream;
+use moq_v4l::io::traits::CaptureStream;
+use moq_v4l::video::Capture;
+use moq_v4l::{Device, FourCC, Fraction};
 
 use super::{FrameSource, Pixels, ReadError};
 
