@@ -1,5 +1,5 @@
 //! The runtime against PyTorch's and ONNX Runtime's own outputs on real networks.
-//! These run on x86 and, under qemu, on aarch64 and armv7 (see README).
+//! These run on x86 and, under qemu, on aarch64 and armv7 (see docs/arm.md).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The two serial wire formats (README, "Serial reports").
+//! The two serial wire formats (docs/serial.md).
 //!
 //! - NDJSON: the stdout line with a `seq` first and a `crc` last: CRC-32 (zlib's)
 //!   of the line's bytes before `,"crc":`, as 8 hex digits.
