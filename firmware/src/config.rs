@@ -1,11 +1,20 @@
 //! `edgebone run`'s one configuration file (TOML). Every key has a default except
 //! the model; unknown keys are errors, so a typo cannot silently fall back.
+//!
+//! Each section's type, defaults and checks live with the code it configures
+//! (`source`, `report::serial`, `report::gpio`, ...); this file assembles them
+//! and checks what spans sections.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use edgebone::frame::{Colour, PixelFormat};
 use serde::{Deserialize, Serialize};
+
+use crate::report::gpio::GpioConfig;
+use crate::report::serial::SerialConfig;
+use crate::report::stdout::StdoutConfig;
+use crate::source::{CaptureConfig, SourceConfig};
+use crate::stats::StatsConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,7 +22,7 @@ pub struct Config {
     pub model: ModelConfig,
     #[serde(default)]
     pub task: Task,
-    pub source: Source,
+    pub source: SourceConfig,
     #[serde(default)]
     pub capture: CaptureConfig,
     #[serde(default)]
@@ -31,7 +40,7 @@ pub struct Config {
 pub struct ModelConfig {
     /// A model bundle folder (manifest.toml, network, labels).
     pub bundle: PathBuf,
-    #[serde(default = "one")]
+    #[serde(default = "default_threads")]
     pub threads: u16,
 }
 
@@ -39,7 +48,7 @@ pub struct ModelConfig {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Task {
     Classify {
-        #[serde(default = "five")]
+        #[serde(default = "default_top_k")]
         top_k: usize,
     },
     Detect {
@@ -51,280 +60,33 @@ pub enum Task {
     Features {
         /// Write every tap as .npy into this folder, at most once per `taps_every_s`.
         taps_dir: Option<PathBuf>,
-        #[serde(default = "ten")]
+        #[serde(default = "default_taps_every_s")]
         taps_every_s: f64,
     },
 }
 
 impl Default for Task {
     fn default() -> Self {
-        Task::Classify { top_k: 5 }
-    }
-}
-
-/// How frames are taken from the source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CaptureConfig {
-    /// `live`: inference takes the newest frame, older ones are dropped and counted.
-    /// `every-frame`: capture waits for inference (files, offline runs).
-    #[serde(default)]
-    pub mode: Mode,
-    /// Back-off between attempts to reopen a source that went away.
-    #[serde(default = "retry_initial")]
-    pub retry_initial_ms: u64,
-    #[serde(default = "retry_max")]
-    pub retry_max_ms: u64,
-}
-
-impl Default for CaptureConfig {
-    fn default() -> Self {
-        CaptureConfig {
-            mode: Mode::Live,
-            retry_initial_ms: retry_initial(),
-            retry_max_ms: retry_max(),
+        Task::Classify {
+            top_k: DEFAULT_TOP_K,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Source {
-    /// A V4L2 device (USB webcams; Pi and Jetson cameras exposed as V4L2).
-    V4l {
-        #[serde(default = "video0")]
-        device: PathBuf,
-        /// `mjpeg` or `yuyv`.
-        #[serde(default = "mjpeg")]
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        #[serde(default = "thirty")]
-        fps: u32,
-    },
-    /// Raw frames on stdin (`path = "-"`) or a named pipe: rpicam-vid, GStreamer's
-    /// fdsink, `ffmpeg -f rawvideo`.
-    Pipe {
-        #[serde(default = "stdin")]
-        path: PathBuf,
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        /// Bytes per row of the first plane when rows are padded (rpicam-vid).
-        stride: Option<u32>,
-        #[serde(default)]
-        colour: Colour,
-    },
-    /// JPEG/PNG files of a folder in name order, at `fps`, optionally looping.
-    Folder {
-        path: PathBuf,
-        #[serde(default = "thirty")]
-        fps: u32,
-        #[serde(default)]
-        repeat: bool,
-    },
-    /// A video file decoded by an `ffmpeg` child process at the file's own rate
-    /// (`realtime = true`) or as fast as it decodes.
-    Video {
-        path: PathBuf,
-        #[serde(default = "yes")]
-        realtime: bool,
-        #[serde(default = "ffmpeg")]
-        ffmpeg: PathBuf,
-    },
+const DEFAULT_THREADS: u16 = 1;
+const DEFAULT_TOP_K: usize = 5;
+const DEFAULT_TAPS_EVERY_S: f64 = 10.0;
+
+fn default_threads() -> u16 {
+    DEFAULT_THREADS
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    #[default]
-    Live,
-    EveryFrame,
+fn default_top_k() -> usize {
+    DEFAULT_TOP_K
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutConfig {
-    /// One NDJSON line per processed frame.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-impl Default for StdoutConfig {
-    fn default() -> Self {
-        StdoutConfig { enabled: true }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialConfig {
-    /// A tty: `/dev/ttyUSB0`, `/dev/ttyTHS1` (Jetson), `/dev/serial0` (Pi).
-    pub path: PathBuf,
-    /// `serialport` (any tty) or `rppal` (the Pi's own UART; ARM builds only).
-    #[serde(default)]
-    pub driver: SerialDriver,
-    #[serde(default = "baud")]
-    pub baud: u32,
-    #[serde(default = "eight")]
-    pub data_bits: u8,
-    #[serde(default)]
-    pub parity: Parity,
-    #[serde(default = "one_u8")]
-    pub stop_bits: u8,
-    #[serde(default)]
-    pub format: WireFormat,
-    /// Reports kept while the device is away; beyond it the oldest are dropped
-    /// (and the receiver sees the gap in the sequence numbers).
-    #[serde(default = "queue")]
-    pub queue: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SerialDriver {
-    #[default]
-    Serialport,
-    Rppal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Odd,
-    Even,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireFormat {
-    #[default]
-    Ndjson,
-    /// postcard, CRC-32, COBS-framed with a 0 delimiter (README).
-    Binary,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GpioConfig {
-    #[serde(default)]
-    pub driver: GpioDriver,
-    /// The GPIO character device for `driver = "cdev"`.
-    #[serde(default = "gpiochip0")]
-    pub chip: PathBuf,
-    #[serde(default)]
-    pub rules: Vec<RuleConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GpioDriver {
-    /// The Pi's GPIO through rppal (ARM builds only).
-    Rppal,
-    /// The Linux GPIO character device through gpiocdev (Jetson, other boards).
-    Cdev,
-    /// No hardware: level changes are logged (demos, tests).
-    #[default]
-    Log,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// A label of the model; any class or detection when absent.
-    pub class: Option<String>,
-    #[serde(default)]
-    pub min_score: f32,
-    /// The GPIO number (BCM numbering on a Pi, the line offset on a chip).
-    pub pin: u32,
-    pub action: Action,
-    /// How long `hold` keeps the pin after the last match, or the `pulse` length.
-    pub ms: u64,
-    /// The level while the rule fires; the pin rests (and starts and ends) at the other.
-    #[serde(default = "high")]
-    pub active: Level,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Hold,
-    Pulse,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    High,
-    Low,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsConfig {
-    /// Seconds between stats lines in the log (FPS, latency percentiles, drops).
-    #[serde(default = "ten")]
-    pub interval_s: f64,
-}
-
-impl Default for StatsConfig {
-    fn default() -> Self {
-        StatsConfig { interval_s: 10.0 }
-    }
-}
-
-fn one() -> u16 {
-    1
-}
-fn one_u8() -> u8 {
-    1
-}
-fn five() -> usize {
-    5
-}
-fn eight() -> u8 {
-    8
-}
-fn ten() -> f64 {
-    10.0
-}
-fn thirty() -> u32 {
-    30
-}
-fn yes() -> bool {
-    true
-}
-fn baud() -> u32 {
-    115_200
-}
-fn queue() -> usize {
-    256
-}
-fn retry_initial() -> u64 {
-    200
-}
-fn retry_max() -> u64 {
-    5_000
-}
-fn high() -> Level {
-    Level::High
-}
-fn mjpeg() -> PixelFormat {
-    PixelFormat::Mjpeg
-}
-fn video0() -> PathBuf {
-    "/dev/video0".into()
-}
-fn stdin() -> PathBuf {
-    "-".into()
-}
-fn ffmpeg() -> PathBuf {
-    "ffmpeg".into()
-}
-fn gpiochip0() -> PathBuf {
-    "/dev/gpiochip0".into()
+fn default_taps_every_s() -> f64 {
+    DEFAULT_TAPS_EVERY_S
 }
 
 impl Config {
@@ -355,11 +117,8 @@ impl Config {
             }
         };
         join(&mut self.model.bundle);
-        match &mut self.source {
-            Source::Pipe { path, .. }
-            | Source::Folder { path, .. }
-            | Source::Video { path, .. } => join(path),
-            Source::V4l { .. } => {}
+        if let Some(path) = self.source.path_mut() {
+            join(path);
         }
         if let Task::Features {
             taps_dir: Some(dir),
@@ -374,7 +133,8 @@ impl Config {
         if self.model.threads == 0 {
             bail!("model.threads: expected at least 1");
         }
-        self.validate_source()?;
+        self.capture.validate()?;
+        self.source.validate()?;
         match &self.task {
             Task::Classify { top_k: 0 } => bail!("task.top_k: expected at least 1"),
             Task::Detect { conf, iou } => {
@@ -390,80 +150,13 @@ impl Config {
             _ => {}
         }
         if let Some(serial) = &self.serial {
-            validate_serial(serial)?;
+            serial.validate()?;
         }
-        self.validate_gpio()?;
-        if self.stats.interval_s.is_nan() || self.stats.interval_s <= 0.0 {
-            bail!("stats.interval_s: expected a positive number of seconds");
-        }
-        Ok(())
-    }
-
-    fn validate_source(&self) -> Result<()> {
-        let c = &self.capture;
-        if c.retry_initial_ms == 0 || c.retry_max_ms < c.retry_initial_ms {
-            bail!("capture.retry_initial_ms / retry_max_ms: expected 0 < initial ≤ max");
-        }
-        match &self.source {
-            Source::V4l { format, fps, .. } => {
-                if !matches!(format, PixelFormat::Mjpeg | PixelFormat::Yuyv) {
-                    bail!(
-                        "source.format: V4L2 capture supports \"mjpeg\" or \"yuyv\", not {format:?}"
-                    );
-                }
-                if *fps == 0 {
-                    bail!("source.fps: expected at least 1");
-                }
-            }
-            Source::Pipe {
-                format,
-                width,
-                height,
-                stride,
-                ..
-            } => {
-                edgebone::frame::RawLayout::new(*format, *width, *height, *stride)
-                    .context("source")?;
-            }
-            Source::Folder { fps: 0, .. } => bail!("source.fps: expected at least 1"),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn validate_gpio(&self) -> Result<()> {
-        if self.gpio.rules.is_empty() {
-            return Ok(());
-        }
-        if matches!(self.task, Task::Features { .. }) {
+        if !self.gpio.rules.is_empty() && matches!(self.task, Task::Features { .. }) {
             bail!("gpio.rules: rules match classes or detections; the features task has neither");
         }
-        for (i, rule) in self.gpio.rules.iter().enumerate() {
-            if !(0.0..=1.0).contains(&rule.min_score) {
-                bail!("gpio.rules[{i}].min_score: expected a number from 0 to 1");
-            }
-            if rule.ms == 0 {
-                bail!("gpio.rules[{i}].ms: expected a positive number of milliseconds");
-            }
-            if self.gpio.driver == GpioDriver::Rppal && rule.pin > 27 {
-                bail!(
-                    "gpio.rules[{i}].pin: the Raspberry Pi's header has GPIO 0 to 27 (BCM numbering), not {}",
-                    rule.pin
-                );
-            }
-        }
-        for (i, a) in self.gpio.rules.iter().enumerate() {
-            let clash = self.gpio.rules[..i]
-                .iter()
-                .any(|b| b.pin == a.pin && b.active != a.active);
-            if clash {
-                bail!(
-                    "gpio.rules[{i}]: pin {} has rules with different active levels",
-                    a.pin
-                );
-            }
-        }
-        Ok(())
+        self.gpio.validate()?;
+        self.stats.validate()
     }
 }
 
@@ -481,25 +174,12 @@ fn one_line(text: &str, err: &toml::de::Error) -> anyhow::Error {
     }
 }
 
-fn validate_serial(serial: &SerialConfig) -> Result<()> {
-    if serial.baud == 0 {
-        bail!("serial.baud: expected a positive baud rate such as 115200");
-    }
-    if !(5..=8).contains(&serial.data_bits) {
-        bail!("serial.data_bits: expected 5, 6, 7 or 8");
-    }
-    if !(1..=2).contains(&serial.stop_bits) {
-        bail!("serial.stop_bits: expected 1 or 2");
-    }
-    if serial.queue == 0 {
-        bail!("serial.queue: expected at least 1");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use edgebone::frame::PixelFormat;
+
     use super::*;
+    use crate::source::{FolderConfig, Mode};
 
     const MINIMAL: &str = r#"
         [model]
@@ -518,7 +198,10 @@ mod tests {
     #[test]
     fn the_shipped_example_parses() {
         let config = Config::parse(include_str!("../edgebone.toml")).unwrap();
-        assert!(matches!(config.source, Source::Folder { fps: 30, .. }));
+        assert!(matches!(
+            config.source,
+            SourceConfig::Folder(FolderConfig { fps: 30, .. })
+        ));
     }
 
     #[test]
@@ -527,13 +210,57 @@ mod tests {
         assert!(matches!(config.task, Task::Classify { top_k: 5 }));
         assert_eq!(config.capture.mode, Mode::Live);
         assert!(config.stdout.enabled && config.serial.is_none());
-        let Source::Pipe { path, format, .. } = &config.source else {
+        let SourceConfig::Pipe(pipe) = &config.source else {
             panic!("{:?}", config.source)
         };
-        assert_eq!((path.to_str(), *format), (Some("-"), PixelFormat::I420));
+        assert_eq!(
+            (pipe.path.to_str(), pipe.format),
+            (Some("-"), PixelFormat::I420)
+        );
         // The printed config parses back to the same config.
         let again = Config::parse(&config.to_toml()).unwrap();
         assert_eq!(again.to_toml(), config.to_toml());
+    }
+
+    #[test]
+    fn the_printed_config_shows_every_default() {
+        let printed = Config::parse(MINIMAL).unwrap().to_toml();
+        let expected = r#"[model]
+bundle = "models/mobilenet_v2"
+threads = 1
+
+[task]
+kind = "classify"
+top_k = 5
+
+[source]
+kind = "pipe"
+path = "-"
+format = "i420"
+width = 640
+height = 480
+
+[source.colour]
+matrix = "bt601"
+range = "limited"
+
+[capture]
+mode = "live"
+retry_initial_ms = 200
+retry_max_ms = 5000
+
+[stdout]
+enabled = true
+
+[gpio]
+driver = "log"
+chip = "/dev/gpiochip0"
+rules = []
+
+[stats]
+interval_s = 10.0
+"#;
+        assert_eq!(printed, expected);
     }
 
     #[test]

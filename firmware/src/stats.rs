@@ -4,10 +4,39 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::source::Counters;
+
+/// The `[stats]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Seconds between stats lines in the log (FPS, latency percentiles, drops).
+    pub interval_s: f64,
+}
+
+const DEFAULT_INTERVAL_S: f64 = 10.0;
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            interval_s: DEFAULT_INTERVAL_S,
+        }
+    }
+}
+
+impl StatsConfig {
+    pub fn validate(&self) -> Result<()> {
+        // `Duration` takes neither infinity nor NaN.
+        if self.interval_s <= 0.0 || Duration::try_from_secs_f64(self.interval_s).is_err() {
+            bail!("stats.interval_s: expected a positive number of seconds");
+        }
+        Ok(())
+    }
+}
 
 pub struct Stats {
     every: Duration,
@@ -109,5 +138,26 @@ impl Stats {
             "summary {}",
             serde_json::to_string(&summary).unwrap_or_default()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_is_a_positive_finite_duration() {
+        assert_eq!(StatsConfig::default().interval_s, 10.0);
+        for good in [0.5, 10.0, 3600.0] {
+            StatsConfig { interval_s: good }.validate().unwrap();
+        }
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let err = StatsConfig { interval_s: bad }.validate().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "stats.interval_s: expected a positive number of seconds",
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,14 +4,116 @@
 //! (gpiocdev) elsewhere, or a logging pin without hardware.
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use embedded_hal::digital::{ErrorType, OutputPin, PinState};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{Action, GpioConfig, GpioDriver, Level, RuleConfig};
+/// The `[gpio]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpioConfig {
+    pub driver: GpioDriver,
+    /// The GPIO character device for `driver = "cdev"`.
+    pub chip: PathBuf,
+    pub rules: Vec<RuleConfig>,
+}
+
+const DEFAULT_CHIP: &str = "/dev/gpiochip0";
+
+impl Default for GpioConfig {
+    fn default() -> Self {
+        GpioConfig {
+            driver: GpioDriver::default(),
+            chip: DEFAULT_CHIP.into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// The highest BCM number on the Pi's 40-pin header.
+const PI_HEADER_LAST_GPIO: u32 = 27;
+
+impl GpioConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !(0.0..=1.0).contains(&rule.min_score) {
+                bail!("gpio.rules[{i}].min_score: expected a number from 0 to 1");
+            }
+            if rule.ms == 0 {
+                bail!("gpio.rules[{i}].ms: expected a positive number of milliseconds");
+            }
+            if self.driver == GpioDriver::Rppal && rule.pin > PI_HEADER_LAST_GPIO {
+                bail!(
+                    "gpio.rules[{i}].pin: the Raspberry Pi's header has GPIO 0 to {PI_HEADER_LAST_GPIO} (BCM numbering), not {}",
+                    rule.pin
+                );
+            }
+        }
+        // One pin cannot rest at two levels.
+        for (i, a) in self.rules.iter().enumerate() {
+            let clash = self.rules[..i]
+                .iter()
+                .any(|b| b.pin == a.pin && b.active != a.active);
+            if clash {
+                bail!(
+                    "gpio.rules[{i}]: pin {} has rules with different active levels",
+                    a.pin
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpioDriver {
+    /// The Pi's GPIO through rppal (ARM builds only).
+    Rppal,
+    /// The Linux GPIO character device through gpiocdev (Jetson, other boards).
+    Cdev,
+    /// No hardware: level changes are logged (demos, tests).
+    #[default]
+    Log,
+}
+
+/// One `[[gpio.rules]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// A label of the model; any class or detection when absent.
+    pub class: Option<String>,
+    #[serde(default)]
+    pub min_score: f32,
+    /// The GPIO number (BCM numbering on a Pi, the line offset on a chip).
+    pub pin: u32,
+    pub action: Action,
+    /// How long `hold` keeps the pin after the last match, or the `pulse` length.
+    pub ms: u64,
+    /// The level while the rule fires; the pin rests (and starts and ends) at the other.
+    #[serde(default)]
+    pub active: Level,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Hold,
+    Pulse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    High,
+    Low,
+}
 
 /// An `OutputPin` of any driver, its error made printable.
 pub trait Pin: Send {
@@ -196,9 +298,9 @@ fn open_pin(config: &GpioConfig, number: u32, safe: PinState) -> Result<Box<dyn 
 fn open_rppal(number: u32, safe: PinState) -> Result<Box<dyn Pin>> {
     let gpio = rppal::gpio::Gpio::new().context("rppal (is this a Raspberry Pi?)")?;
     let bcm = u8::try_from(number).map_err(|_| anyhow::anyhow!("no GPIO {number} on a Pi"))?;
-    let pin = gpio
-        .get(bcm)
-        .with_context(|| format!("GPIO {number} (BCM numbering, 0–27 on the header)"))?;
+    let pin = gpio.get(bcm).with_context(|| {
+        format!("GPIO {number} (BCM numbering, 0–{PI_HEADER_LAST_GPIO} on the header)")
+    })?;
     let pin = match safe {
         PinState::High => pin.into_output_high(),
         PinState::Low => pin.into_output_low(),
@@ -389,6 +491,60 @@ mod tests {
         rules.tick(t0 + Duration::from_millis(10));
         let levels: Vec<bool> = timeline.lock().unwrap().iter().map(|e| e.2).collect();
         assert_eq!(levels, vec![true, false, true]);
+    }
+
+    fn gpio(text: &str) -> GpioConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_absent_section_has_the_documented_defaults() {
+        let config = gpio("");
+        assert_eq!(config.driver, GpioDriver::Log);
+        assert_eq!(config.chip, PathBuf::from("/dev/gpiochip0"));
+        assert!(config.rules.is_empty());
+        let rule: RuleConfig = toml::from_str("pin = 4\naction = \"hold\"\nms = 5").unwrap();
+        assert_eq!((rule.active, rule.min_score), (Level::High, 0.0));
+    }
+
+    #[test]
+    fn rules_are_checked_with_their_index() {
+        let hold = |pin: u32, active: &str| {
+            format!("[[rules]]\npin = {pin}\naction = \"hold\"\nms = 5\nactive = \"{active}\"\n")
+        };
+        let error = |text: &str| gpio(text).validate().unwrap_err().to_string();
+        let pi = "driver = \"rppal\"\n";
+        gpio(&format!("{pi}{}", hold(27, "high")))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            error(&format!("{pi}{}{}", hold(4, "high"), hold(28, "high"))),
+            "gpio.rules[1].pin: the Raspberry Pi's header has GPIO 0 to 27 (BCM numbering), not 28"
+        );
+        // A chip's line offsets go past the Pi's header.
+        gpio(&format!("driver = \"cdev\"\n{}", hold(40, "high")))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            error(&format!(
+                "{}{}{}",
+                hold(5, "high"),
+                hold(6, "low"),
+                hold(5, "low")
+            )),
+            "gpio.rules[2]: pin 5 has rules with different active levels"
+        );
+        gpio(&format!("{}{}", hold(5, "low"), hold(5, "low")))
+            .validate()
+            .unwrap();
+        assert_eq!(
+            error(&format!("{}min_score = 1.5\n", hold(5, "high"))),
+            "gpio.rules[0].min_score: expected a number from 0 to 1"
+        );
+        assert_eq!(
+            error(&hold(5, "high").replace("ms = 5", "ms = 0")),
+            "gpio.rules[0].ms: expected a positive number of milliseconds"
+        );
     }
 
     #[test]

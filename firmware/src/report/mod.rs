@@ -4,6 +4,7 @@
 
 pub mod gpio;
 pub mod serial;
+pub mod stdout;
 pub mod wire;
 
 use std::io::Write;

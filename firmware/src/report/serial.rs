@@ -4,15 +4,108 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use super::{Report, wire};
-use crate::config::{Parity, SerialConfig, SerialDriver, WireFormat};
+
+/// The `[serial]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// A tty: `/dev/ttyUSB0`, `/dev/ttyTHS1` (Jetson), `/dev/serial0` (Pi).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub driver: SerialDriver,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default)]
+    pub format: WireFormat,
+    /// Reports kept while the device is away; beyond it the oldest are dropped
+    /// (and the receiver sees the gap in the sequence numbers).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// 8N1 at 115200 baud, as the Pi's and the Jetson's serial consoles are set.
+const DEFAULT_BAUD: u32 = 115_200;
+const DEFAULT_DATA_BITS: u8 = 8;
+const DEFAULT_STOP_BITS: u8 = 1;
+const DEFAULT_QUEUE: usize = 256;
+
+fn default_baud() -> u32 {
+    DEFAULT_BAUD
+}
+
+fn default_data_bits() -> u8 {
+    DEFAULT_DATA_BITS
+}
+
+fn default_stop_bits() -> u8 {
+    DEFAULT_STOP_BITS
+}
+
+fn default_queue() -> usize {
+    DEFAULT_QUEUE
+}
+
+impl SerialConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.baud == 0 {
+            bail!("serial.baud: expected a positive baud rate such as {DEFAULT_BAUD}");
+        }
+        if !(5..=8).contains(&self.data_bits) {
+            bail!("serial.data_bits: expected 5, 6, 7 or 8");
+        }
+        if !(1..=2).contains(&self.stop_bits) {
+            bail!("serial.stop_bits: expected 1 or 2");
+        }
+        if self.queue == 0 {
+            bail!("serial.queue: expected at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialDriver {
+    /// Any tty.
+    #[default]
+    Serialport,
+    /// The Pi's own UART (ARM builds only).
+    Rppal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    #[default]
+    Ndjson,
+    /// postcard, CRC-32, COBS-framed with a 0 delimiter (README).
+    Binary,
+}
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
@@ -254,5 +347,52 @@ impl Write for UartWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.drain().map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> SerialConfig {
+        toml::from_str(&format!("path = \"/dev/ttyUSB0\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn the_defaults_are_8n1_at_115200_with_a_queue() {
+        let config = parse("");
+        config.validate().unwrap();
+        assert_eq!(
+            (
+                config.baud,
+                config.data_bits,
+                config.parity,
+                config.stop_bits
+            ),
+            (115_200, 8, Parity::None, 1)
+        );
+        assert_eq!((config.queue, config.format), (256, WireFormat::Ndjson));
+        assert_eq!(config.driver, SerialDriver::Serialport);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named() {
+        for (setting, message) in [
+            (
+                "baud = 0",
+                "serial.baud: expected a positive baud rate such as 115200",
+            ),
+            ("data_bits = 4", "serial.data_bits: expected 5, 6, 7 or 8"),
+            ("data_bits = 9", "serial.data_bits: expected 5, 6, 7 or 8"),
+            ("stop_bits = 0", "serial.stop_bits: expected 1 or 2"),
+            ("stop_bits = 3", "serial.stop_bits: expected 1 or 2"),
+            ("queue = 0", "serial.queue: expected at least 1"),
+        ] {
+            let err = parse(setting).validate().unwrap_err();
+            assert_eq!(err.to_string(), message, "{setting}");
+        }
+        for setting in ["data_bits = 5", "stop_bits = 2", "queue = 1"] {
+            parse(setting).validate().unwrap();
+        }
     }
 }

@@ -7,8 +7,27 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use edgebone::RgbFrame;
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
+use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, Pixels, ReadError};
+
+/// `[source]` with `kind = "folder"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    pub path: PathBuf,
+    #[serde(default = "super::default_fps")]
+    pub fps: u32,
+    /// Start again after the last file, like a camera that never ends.
+    #[serde(default)]
+    pub repeat: bool,
+}
+
+impl FolderConfig {
+    pub fn validate(&self) -> Result<()> {
+        super::check_fps(self.fps)
+    }
+}
 
 pub struct Folder {
     files: Vec<PathBuf>,

@@ -7,14 +7,108 @@ mod pipe;
 mod v4l;
 mod video;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use edgebone::frame::{Colour, RawLayout};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{CaptureConfig, Mode, Source};
+pub use folder::FolderConfig;
+pub use pipe::PipeConfig;
+pub use v4l::V4lConfig;
+pub use video::VideoConfig;
+
+/// The `[source]` section: where frames come from, chosen by `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    V4l(V4lConfig),
+    Pipe(PipeConfig),
+    Folder(FolderConfig),
+    Video(VideoConfig),
+}
+
+impl SourceConfig {
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            SourceConfig::V4l(v4l) => v4l.validate(),
+            SourceConfig::Pipe(pipe) => pipe.validate(),
+            SourceConfig::Folder(folder) => folder.validate(),
+            SourceConfig::Video(_) => Ok(()),
+        }
+    }
+
+    /// The file, folder or pipe read, which the config resolves against its own
+    /// folder; a V4L2 device is not a file of the project.
+    pub fn path_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            SourceConfig::Pipe(pipe) => Some(&mut pipe.path),
+            SourceConfig::Folder(folder) => Some(&mut folder.path),
+            SourceConfig::Video(video) => Some(&mut video.path),
+            SourceConfig::V4l(_) => None,
+        }
+    }
+}
+
+/// The frame rate of the paced sources (a camera's request, a folder's pace).
+const DEFAULT_FPS: u32 = 30;
+
+fn default_fps() -> u32 {
+    DEFAULT_FPS
+}
+
+fn check_fps(fps: u32) -> Result<()> {
+    if fps == 0 {
+        bail!("source.fps: expected at least 1");
+    }
+    Ok(())
+}
+
+/// The `[capture]` section: how frames are taken from the source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// `live`: inference takes the newest frame, older ones are dropped and counted.
+    /// `every-frame`: capture waits for inference (files, offline runs).
+    pub mode: Mode,
+    /// Back-off between attempts to reopen a source that went away.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+/// The first wait before reopening a lost source; it doubles up to the maximum.
+const DEFAULT_RETRY_INITIAL_MS: u64 = 200;
+const DEFAULT_RETRY_MAX_MS: u64 = 5_000;
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            mode: Mode::default(),
+            retry_initial_ms: DEFAULT_RETRY_INITIAL_MS,
+            retry_max_ms: DEFAULT_RETRY_MAX_MS,
+        }
+    }
+}
+
+impl CaptureConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
+            bail!("capture.retry_initial_ms / retry_max_ms: expected 0 < initial ≤ max");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Live,
+    EveryFrame,
+}
 
 /// One captured frame, still in the source's pixel format: conversion happens on
 /// the inference thread, only for the frames that are processed.
@@ -51,40 +145,26 @@ pub trait FrameSource: Send {
 }
 
 /// Opens the configured source; may be called again after `Lost`.
-pub fn open(source: &Source) -> Result<Box<dyn FrameSource>> {
+pub fn open(source: &SourceConfig) -> Result<Box<dyn FrameSource>> {
     Ok(match source {
-        Source::V4l {
-            device,
-            format,
-            width,
-            height,
-            fps,
-        } => Box::new(v4l::Camera::open(device, *format, *width, *height, *fps)?),
-        Source::Pipe {
-            path,
-            format,
-            width,
-            height,
-            stride,
-            colour,
-        } => {
-            let layout = RawLayout::new(*format, *width, *height, *stride)?;
-            Box::new(pipe::Pipe::open(path, layout, *colour)?)
-        }
-        Source::Folder { path, fps, repeat } => {
-            Box::new(folder::Folder::open(path, *fps, *repeat)?)
-        }
-        Source::Video {
-            path,
-            realtime,
-            ffmpeg,
-        } => Box::new(video::Video::open(path, *realtime, ffmpeg)?),
+        SourceConfig::V4l(v4l) => Box::new(v4l::Camera::open(v4l)?),
+        SourceConfig::Pipe(pipe) => Box::new(pipe::Pipe::open(pipe)?),
+        SourceConfig::Folder(folder) => Box::new(folder::Folder::open(
+            &folder.path,
+            folder.fps,
+            folder.repeat,
+        )?),
+        SourceConfig::Video(video) => Box::new(video::Video::open(
+            &video.path,
+            video.realtime,
+            &video.ffmpeg,
+        )?),
     })
 }
 
 /// Whether a failure to open at start is worth retrying: cameras come and go.
-pub fn retried_at_start(source: &Source) -> bool {
-    matches!(source, Source::V4l { .. })
+pub fn retried_at_start(source: &SourceConfig) -> bool {
+    matches!(source, SourceConfig::V4l(_))
 }
 
 #[derive(Default)]
@@ -183,7 +263,7 @@ impl Slot {
 /// Runs capture until the source ends or `stop` is set; reopens a lost source with
 /// back-off.
 pub fn capture(
-    source: Source,
+    source: SourceConfig,
     config: CaptureConfig,
     mut opened: Option<Box<dyn FrameSource>>,
     slot: Arc<Slot>,
@@ -300,6 +380,40 @@ mod tests {
             Taken::Frame(f) => Some(f.number),
             _ => None,
         }
+    }
+
+    #[test]
+    fn the_retry_back_off_must_grow_from_a_positive_start() {
+        let capture = |text: &str| toml::from_str::<CaptureConfig>(text).unwrap();
+        let config = capture("");
+        assert_eq!(
+            (config.mode, config.retry_initial_ms, config.retry_max_ms),
+            (Mode::Live, 200, 5_000)
+        );
+        config.validate().unwrap();
+        capture("retry_initial_ms = 7\nretry_max_ms = 7")
+            .validate()
+            .unwrap();
+        for bad in [
+            "retry_initial_ms = 0",
+            "retry_initial_ms = 300\nretry_max_ms = 20",
+        ] {
+            let err = capture(bad).validate().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "capture.retry_initial_ms / retry_max_ms: expected 0 < initial ≤ max"
+            );
+        }
+    }
+
+    #[test]
+    fn only_file_sources_have_a_path_to_resolve() {
+        let mut source: SourceConfig =
+            toml::from_str("kind = \"folder\"\npath = \"images\"").unwrap();
+        assert_eq!(source.path_mut().map(|p| p.clone()), Some("images".into()));
+        let mut camera: SourceConfig =
+            toml::from_str("kind = \"v4l\"\nwidth = 64\nheight = 48").unwrap();
+        assert!(camera.path_mut().is_none());
     }
 
     #[test]

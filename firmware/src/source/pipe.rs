@@ -3,12 +3,49 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
+use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, Pixels, ReadError};
+
+/// `[source]` with `kind = "pipe"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipeConfig {
+    /// A named pipe or file, or `STDIN`.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per row of the first plane when rows are padded (rpicam-vid).
+    pub stride: Option<u32>,
+    #[serde(default)]
+    pub colour: Colour,
+}
+
+/// The path that means standard input.
+const STDIN: &str = "-";
+
+fn default_path() -> PathBuf {
+    STDIN.into()
+}
+
+impl PipeConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.layout().context("source")?;
+        Ok(())
+    }
+
+    /// The frame layout the settings describe: the one check of format, size and
+    /// stride, made at load and again by `open`.
+    fn layout(&self) -> edgebone::Result<RawLayout> {
+        RawLayout::new(self.format, self.width, self.height, self.stride)
+    }
+}
 
 pub struct Pipe {
     path: PathBuf,
@@ -19,19 +56,21 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    pub fn open(path: &Path, layout: RawLayout, colour: Colour) -> Result<Pipe> {
+    pub fn open(config: &PipeConfig) -> Result<Pipe> {
         use std::os::unix::fs::FileTypeExt;
+        let path = &config.path;
+        let layout = config.layout()?;
         let fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
-        let input: Box<dyn Read + Send> = if path.as_os_str() == "-" {
+        let input: Box<dyn Read + Send> = if path.as_os_str() == STDIN {
             Box::new(std::io::stdin())
         } else {
             // Opening a FIFO waits for its writer; the capture thread may wait.
             Box::new(File::open(path).with_context(|| format!("{}", path.display()))?)
         };
         Ok(Pipe {
-            path: path.into(),
+            path: path.clone(),
             fifo,
-            reader: StreamReader::new(input, layout, colour),
+            reader: StreamReader::new(input, layout, config.colour),
         })
     }
 }
@@ -272,6 +311,34 @@ mod tests {
             _ => panic!("expected a truncated frame"),
         }
         assert!(matches!(reader.next(), Ok(None)));
+    }
+
+    fn pipe(text: &str) -> PipeConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_configured_layout_is_checked_and_read() {
+        let odd = pipe("format = \"yuv420\"\nwidth = 5\nheight = 2");
+        let err = format!("{:#}", odd.validate().unwrap_err());
+        assert!(
+            err.starts_with("source: ") && err.contains("even width"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("frames.raw");
+        std::fs::write(&file, [7u8; 2 * 6 * 2]).unwrap();
+        let mut config = pipe("format = \"rgb24\"\nwidth = 2\nheight = 2\nstride = 7");
+        assert_eq!(config.path.to_str(), Some(STDIN));
+        config.validate().unwrap();
+        config.path = file;
+        let mut source = Pipe::open(&config).unwrap();
+        let frame = source.next().ok().flatten().unwrap();
+        assert_eq!((frame.layout.stride, frame.bytes.len()), (7, 14));
+        assert!(matches!(
+            source.next(),
+            Err(ReadError::Truncated { got: 10, .. })
+        ));
     }
 
     #[test]

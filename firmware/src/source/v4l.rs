@@ -2,7 +2,7 @@
 //! `moq-v4l` (the `v4l` crate's API with the kernel's videodev2.h bindings checked
 //! in, so building needs no bindgen or libclang), with memory-mapped buffers.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
@@ -11,8 +11,66 @@ use moq_v4l::io::mmap::Stream;
 use moq_v4l::io::traits::CaptureStream;
 use moq_v4l::video::Capture;
 use moq_v4l::{Device, FourCC, Fraction};
+use serde::{Deserialize, Serialize};
 
 use super::{FrameSource, Pixels, ReadError};
+
+/// `[source]` with `kind = "v4l"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V4lConfig {
+    #[serde(default = "default_device")]
+    pub device: PathBuf,
+    /// One of `FORMATS`.
+    #[serde(default = "default_format")]
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default = "super::default_fps")]
+    pub fps: u32,
+}
+
+const DEFAULT_DEVICE: &str = "/dev/video0";
+const DEFAULT_FORMAT: PixelFormat = PixelFormat::Mjpeg;
+
+fn default_device() -> PathBuf {
+    DEFAULT_DEVICE.into()
+}
+
+fn default_format() -> PixelFormat {
+    DEFAULT_FORMAT
+}
+
+/// The formats V4L2 capture asks a camera for: the config's name and the fourcc.
+const FORMATS: [(PixelFormat, &str, &[u8; 4]); 2] = [
+    (PixelFormat::Mjpeg, "mjpeg", b"MJPG"),
+    (PixelFormat::Yuyv, "yuyv", b"YUYV"),
+];
+
+/// `"mjpeg" or "yuyv"`, for messages.
+fn format_names() -> String {
+    FORMATS
+        .map(|(_, name, _)| format!("\"{name}\""))
+        .join(" or ")
+}
+
+impl V4lConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.fourcc()?;
+        super::check_fps(self.fps)
+    }
+
+    fn fourcc(&self) -> Result<FourCC> {
+        match FORMATS.iter().find(|(format, _, _)| *format == self.format) {
+            Some((_, _, code)) => Ok(FourCC::new(code)),
+            None => bail!(
+                "source.format: V4L2 capture supports {}, not {:?}",
+                format_names(),
+                self.format
+            ),
+        }
+    }
+}
 
 pub struct Camera {
     // The stream borrows nothing from the device but must be dropped first.
@@ -22,19 +80,10 @@ pub struct Camera {
 }
 
 impl Camera {
-    pub fn open(
-        path: &Path,
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        fps: u32,
-    ) -> Result<Camera> {
+    pub fn open(config: &V4lConfig) -> Result<Camera> {
+        let fourcc = config.fourcc()?;
+        let (path, width, height, fps) = (&config.device, config.width, config.height, config.fps);
         let device = Device::with_path(path).with_context(|| format!("{}", path.display()))?;
-        let fourcc = match format {
-            PixelFormat::Mjpeg => FourCC::new(b"MJPG"),
-            PixelFormat::Yuyv => FourCC::new(b"YUYV"),
-            other => bail!("V4L2 capture supports mjpeg or yuyv, not {other:?}"),
-        };
         let mut wanted = device
             .format()
             .with_context(|| format!("{}", path.display()))?;
@@ -46,9 +95,10 @@ impl Camera {
             .with_context(|| format!("{}: cannot set the format", path.display()))?;
         if got.fourcc != fourcc {
             bail!(
-                "{}: the camera offers {} instead of {fourcc} (try format = \"mjpeg\" or \"yuyv\")",
+                "{}: the camera offers {} instead of {fourcc} (try format = {})",
                 path.display(),
-                got.fourcc
+                got.fourcc,
+                format_names()
             );
         }
         if (got.width, got.height) != (width, height) {
@@ -66,8 +116,8 @@ impl Camera {
         if let Err(err) = device.set_params(&params) {
             log::warn!("{}: cannot set {fps} fps: {err}", path.display());
         }
-        let stride = (format == PixelFormat::Yuyv).then_some(got.stride);
-        let layout = RawLayout::new(format, got.width, got.height, stride)?;
+        let stride = (config.format == PixelFormat::Yuyv).then_some(got.stride);
+        let layout = RawLayout::new(config.format, got.width, got.height, stride)?;
         let stream = Stream::with_buffers(&device, Type::VideoCapture, 4)
             .with_context(|| format!("{}: cannot start streaming", path.display()))?;
         log::info!(
@@ -103,5 +153,35 @@ impl FrameSource for Camera {
             colour: Colour::default(),
             bytes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn camera(extra: &str) -> V4lConfig {
+        toml::from_str(&format!("width = 640\nheight = 480\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn a_camera_is_asked_for_mjpeg_or_yuyv_only() {
+        let config = camera("");
+        assert_eq!(
+            (config.device.to_str(), config.format, config.fps),
+            (Some("/dev/video0"), PixelFormat::Mjpeg, 30)
+        );
+        assert_eq!(config.fourcc().unwrap(), FourCC::new(b"MJPG"));
+        assert_eq!(
+            camera("format = \"yuyv\"").fourcc().unwrap(),
+            FourCC::new(b"YUYV")
+        );
+        let err = camera("format = \"nv12\"").validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "source.format: V4L2 capture supports \"mjpeg\" or \"yuyv\", not Nv12"
+        );
+        let err = camera("fps = 0").validate().unwrap_err();
+        assert_eq!(err.to_string(), "source.fps: expected at least 1");
     }
 }
