@@ -1,5 +1,6 @@
-//! `edgebone run`: the device program, driven as a process: frames piped in from
-//! ffmpeg, reports read back from stdout and from a pseudo-terminal, signals.
+//! `edgebone run`: the device program, driven as a process: raw I420 frames made
+//! from test photos piped in, reports read back from stdout and from a
+//! pseudo-terminal, signals.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{data, model, path};
+use image::{RgbImage, imageops};
 use serde_json::Value;
 use serialport::{SerialPort, TTYPort};
 
@@ -120,40 +122,94 @@ impl Device {
     }
 }
 
-/// The photos as raw I420 video from ffmpeg: each fitted into W×H (black bars),
-/// held for HOLD frames.
+/// The photos as raw I420 video, as a camera or `ffmpeg -pix_fmt yuv420p` sends it:
+/// each fitted into W×H (black bars), held for HOLD frames.
 fn yuv_video() -> Vec<u8> {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-nostdin"]);
-    for (file, _) in PHOTOS {
-        cmd.args(["-loop", "1", "-framerate", "10", "-t"])
-            .arg(format!("{}", HOLD as f32 / 10.0))
-            .arg("-i")
-            .arg(data(&format!("images/imagenet-test/{file}")));
-    }
-    let fit = format!(
-        "scale={W}:{H}:force_original_aspect_ratio=decrease,pad={W}:{H}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps=10"
+    PHOTOS
+        .iter()
+        .flat_map(|(file, _)| {
+            let photo = image::open(data(&format!("images/imagenet-test/{file}")))
+                .unwrap_or_else(|e| panic!("{file}: {e}"))
+                .to_rgb8();
+            i420(&letterbox(&photo, W, H)).repeat(HOLD)
+        })
+        .collect()
+}
+
+/// `photo` scaled to fit `width`×`height` keeping its aspect, centred on black.
+fn letterbox(photo: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let scale = f64::min(
+        f64::from(width) / f64::from(photo.width()),
+        f64::from(height) / f64::from(photo.height()),
     );
-    let chains: String = (0..PHOTOS.len())
-        .map(|i| format!("[{i}:v]{fit}[v{i}];"))
+    let fit = |side: u32, bound: u32| ((f64::from(side) * scale).round() as u32).clamp(1, bound);
+    let (w, h) = (fit(photo.width(), width), fit(photo.height(), height));
+    // Catmull-Rom: bicubic, as ffmpeg's scaler by default.
+    let scaled = imageops::resize(photo, w, h, imageops::FilterType::CatmullRom);
+    let mut canvas = RgbImage::new(width, height);
+    imageops::replace(
+        &mut canvas,
+        &scaled,
+        i64::from((width - w) / 2),
+        i64::from((height - h) / 2),
+    );
+    canvas
+}
+
+/// BT.601 limited range (ffmpeg's default matrix for `yuv420p`) of one pixel.
+fn bt601(rgb: [u8; 3]) -> [f32; 3] {
+    let [r, g, b] = rgb.map(f32::from);
+    [
+        16.0 + 0.257 * r + 0.504 * g + 0.098 * b,
+        128.0 - 0.148 * r - 0.291 * g + 0.439 * b,
+        128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
+    ]
+}
+
+/// Planar I420 of an even-sized image: full-size Y, then U and V each the mean of
+/// a 2×2 block.
+fn i420(image: &RgbImage) -> Vec<u8> {
+    let (w, h) = image.dimensions();
+    let yuv = |x: u32, y: u32| bt601(image.get_pixel(x, y).0);
+    let mut planes: Vec<u8> = image
+        .pixels()
+        .map(|p| bt601(p.0)[0].round() as u8)
         .collect();
-    let inputs: String = (0..PHOTOS.len()).map(|i| format!("[v{i}]")).collect();
-    let graph = format!("{chains}{inputs}concat=n={}:v=1[out]", PHOTOS.len());
-    let out = cmd
-        .args(["-filter_complex", &graph, "-map", "[out]"])
-        .args(["-pix_fmt", "yuv420p", "-f", "rawvideo", "-"])
-        .output()
-        .expect("ffmpeg (Debian package ffmpeg) must be installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    for channel in [1, 2] {
+        for y in (0..h).step_by(2) {
+            for x in (0..w).step_by(2) {
+                let sum: f32 = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                    .iter()
+                    .map(|(dx, dy)| yuv(x + dx, y + dy)[channel])
+                    .sum();
+                planes.push((sum / 4.0).round() as u8);
+            }
+        }
+    }
+    planes
 }
 
 #[test]
-fn raw_yuv420_from_ffmpeg_is_classified_frame_by_frame() {
+fn the_test_video_is_bt601_limited_range_i420() {
+    let mut image = RgbImage::from_pixel(4, 2, image::Rgb([255, 255, 255]));
+    image.put_pixel(2, 0, image::Rgb([0, 0, 0]));
+    image.put_pixel(3, 1, image::Rgb([255, 0, 0]));
+    // Y row by row; then U and V of the left (all white) and right 2×2 blocks.
+    let expected = [235, 235, 16, 235, 235, 235, 235, 82, 128, 119, 128, 156];
+    assert_eq!(i420(&image), expected);
+
+    // A 4:3 photo in a 16:9 frame: bars left and right, black as Y 16.
+    let photo = RgbImage::from_pixel(40, 30, image::Rgb([200, 200, 200]));
+    let framed = letterbox(&photo, 32, 18);
+    assert_eq!(framed.get_pixel(0, 9).0, [0, 0, 0]);
+    assert_eq!(framed.get_pixel(31, 9).0, [0, 0, 0]);
+    assert_eq!(framed.get_pixel(16, 0).0, [200, 200, 200]);
+    assert_eq!(framed.get_pixel(16, 17).0, [200, 200, 200]);
+    assert_eq!(i420(&framed)[9 * 32], 16);
+}
+
+#[test]
+fn raw_yuv420_video_is_classified_frame_by_frame() {
     let _one = one_at_a_time();
     let video = yuv_video();
     let frame_len = (W * H * 3 / 2) as usize;
