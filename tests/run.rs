@@ -324,7 +324,12 @@ fn a_30_fps_source_keeps_latency_bounded() {
 /// A pseudo-terminal pair whose slave is reached through a symlink, as udev's
 /// /dev/serial/by-id links reach USB adapters.
 fn pty(link: &Path) -> TTYPort {
-    let (mut master, slave) = TTYPort::pair().unwrap();
+    let (inheritable, slave) = TTYPort::pair().unwrap();
+    // `pair` opens the master without O_CLOEXEC, so every `edgebone` spawned after
+    // it would hold the master open and "unplugging" it would never reach the
+    // program; the clone is close-on-exec.
+    let mut master = inheritable.try_clone_native().unwrap();
+    drop(inheritable);
     let name = slave.name().unwrap();
     drop(slave);
     let _ = std::fs::remove_file(link);
