@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use crate::report::gpio::GpioConfig;
 use crate::report::serial::SerialConfig;
@@ -35,20 +36,22 @@ pub struct Config {
     pub stats: StatsConfig,
 }
 
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// A model bundle folder (manifest.toml, network, labels).
     pub bundle: PathBuf,
-    #[serde(default = "default_threads")]
+    #[serde_inline_default(DEFAULT_THREADS)]
     pub threads: u16,
 }
 
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Task {
     Classify {
-        #[serde(default = "default_top_k")]
+        #[serde_inline_default(DEFAULT_TOP_K)]
         top_k: usize,
     },
     Detect {
@@ -60,7 +63,7 @@ pub enum Task {
     Features {
         /// Write every tap as .npy into this folder, at most once per `taps_every_s`.
         taps_dir: Option<PathBuf>,
-        #[serde(default = "default_taps_every_s")]
+        #[serde_inline_default(DEFAULT_TAPS_EVERY_S)]
         taps_every_s: f64,
     },
 }
@@ -76,18 +79,6 @@ impl Default for Task {
 const DEFAULT_THREADS: u16 = 1;
 const DEFAULT_TOP_K: usize = 5;
 const DEFAULT_TAPS_EVERY_S: f64 = 10.0;
-
-fn default_threads() -> u16 {
-    DEFAULT_THREADS
-}
-
-fn default_top_k() -> usize {
-    DEFAULT_TOP_K
-}
-
-fn default_taps_every_s() -> f64 {
-    DEFAULT_TAPS_EVERY_S
-}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {

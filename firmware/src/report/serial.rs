@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use super::{Report, wire};
 
 /// The `[serial]` section.
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfig {
@@ -23,19 +25,19 @@ pub struct SerialConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub driver: SerialDriver,
-    #[serde(default = "default_baud")]
+    #[serde_inline_default(DEFAULT_BAUD)]
     pub baud: u32,
-    #[serde(default = "default_data_bits")]
+    #[serde_inline_default(DEFAULT_DATA_BITS)]
     pub data_bits: u8,
     #[serde(default)]
     pub parity: Parity,
-    #[serde(default = "default_stop_bits")]
+    #[serde_inline_default(DEFAULT_STOP_BITS)]
     pub stop_bits: u8,
     #[serde(default)]
     pub format: WireFormat,
     /// Reports kept while the device is away; beyond it the oldest are dropped
     /// (and the receiver sees the gap in the sequence numbers).
-    #[serde(default = "default_queue")]
+    #[serde_inline_default(DEFAULT_QUEUE)]
     pub queue: usize,
 }
 
@@ -44,22 +46,6 @@ const DEFAULT_BAUD: u32 = 115_200;
 const DEFAULT_DATA_BITS: u8 = 8;
 const DEFAULT_STOP_BITS: u8 = 1;
 const DEFAULT_QUEUE: usize = 256;
-
-fn default_baud() -> u32 {
-    DEFAULT_BAUD
-}
-
-fn default_data_bits() -> u8 {
-    DEFAULT_DATA_BITS
-}
-
-fn default_stop_bits() -> u8 {
-    DEFAULT_STOP_BITS
-}
-
-fn default_queue() -> usize {
-    DEFAULT_QUEUE
-}
 
 impl SerialConfig {
     pub fn validate(&self) -> Result<()> {

@@ -8,15 +8,17 @@ use anyhow::{Context, Result, bail};
 use edgebone::RgbFrame;
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use super::{FrameSource, Pixels, ReadError};
 
 /// `[source]` with `kind = "folder"`.
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FolderConfig {
     pub path: PathBuf,
-    #[serde(default = "super::default_fps")]
+    #[serde_inline_default(super::DEFAULT_FPS)]
     pub fps: u32,
     /// Start again after the last file, like a camera that never ends.
     #[serde(default)]

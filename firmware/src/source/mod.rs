@@ -56,10 +56,6 @@ impl SourceConfig {
 /// The frame rate of the paced sources (a camera's request, a folder's pace).
 const DEFAULT_FPS: u32 = 30;
 
-fn default_fps() -> u32 {
-    DEFAULT_FPS
-}
-
 fn check_fps(fps: u32) -> Result<()> {
     if fps == 0 {
         bail!("source.fps: expected at least 1");

@@ -8,15 +8,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use super::{FrameSource, Pixels, ReadError};
 
 /// `[source]` with `kind = "pipe"`.
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipeConfig {
     /// A named pipe or file, or `STDIN`.
-    #[serde(default = "default_path")]
+    #[serde_inline_default(STDIN.into())]
     pub path: PathBuf,
     pub format: PixelFormat,
     pub width: u32,
@@ -29,10 +31,6 @@ pub struct PipeConfig {
 
 /// The path that means standard input.
 const STDIN: &str = "-";
-
-fn default_path() -> PathBuf {
-    STDIN.into()
-}
 
 impl PipeConfig {
     pub fn validate(&self) -> Result<()> {

@@ -12,34 +12,28 @@ use moq_v4l::io::traits::CaptureStream;
 use moq_v4l::video::Capture;
 use moq_v4l::{Device, FourCC, Fraction};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use super::{FrameSource, Pixels, ReadError};
 
 /// `[source]` with `kind = "v4l"`.
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct V4lConfig {
-    #[serde(default = "default_device")]
+    #[serde_inline_default(DEFAULT_DEVICE.into())]
     pub device: PathBuf,
     /// One of `FORMATS`.
-    #[serde(default = "default_format")]
+    #[serde_inline_default(DEFAULT_FORMAT)]
     pub format: PixelFormat,
     pub width: u32,
     pub height: u32,
-    #[serde(default = "super::default_fps")]
+    #[serde_inline_default(super::DEFAULT_FPS)]
     pub fps: u32,
 }
 
 const DEFAULT_DEVICE: &str = "/dev/video0";
 const DEFAULT_FORMAT: PixelFormat = PixelFormat::Mjpeg;
-
-fn default_device() -> PathBuf {
-    DEFAULT_DEVICE.into()
-}
-
-fn default_format() -> PixelFormat {
-    DEFAULT_FORMAT
-}
 
 /// The formats V4L2 capture asks a camera for: the config's name and the fourcc.
 const FORMATS: [(PixelFormat, &str, &[u8; 4]); 2] = [

@@ -7,35 +7,29 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use anyhow::{Context, Result, bail};
 use edgebone::frame::{Colour, PixelFormat, RawLayout};
 use serde::{Deserialize, Serialize};
+use serde_inline_default::serde_inline_default;
 
 use super::pipe::StreamReader;
 use super::{FrameSource, Pixels, ReadError};
 
 /// `[source]` with `kind = "video"`.
+#[serde_inline_default]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoConfig {
     pub path: PathBuf,
     /// At the file's own frame rate, as a camera would deliver it; `false`: as fast
     /// as it decodes.
-    #[serde(default = "default_realtime")]
+    #[serde_inline_default(DEFAULT_REALTIME)]
     pub realtime: bool,
     /// The ffmpeg program; ffprobe is looked for beside it.
-    #[serde(default = "default_ffmpeg")]
+    #[serde_inline_default(DEFAULT_FFMPEG.into())]
     pub ffmpeg: PathBuf,
 }
 
 const DEFAULT_REALTIME: bool = true;
 /// Found on `PATH`.
 const DEFAULT_FFMPEG: &str = "ffmpeg";
-
-fn default_realtime() -> bool {
-    DEFAULT_REALTIME
-}
-
-fn default_ffmpeg() -> PathBuf {
-    DEFAULT_FFMPEG.into()
-}
 
 pub struct Video {
     child: Child,
