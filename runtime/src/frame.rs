@@ -1,11 +1,18 @@
-//! Decoded frames: packed 8-bit RGB, the one format every source is turned into
-//! before preprocessing.
+//! Frames as they come: decoded RGB ([`RgbFrame`]), or camera bytes in their own
+//! pixel format ([`RawLayout`], [`FrameRef`]) whose planes `raw` cuts out and `yuv`
+//! converts to RGB; and [`Geometry`], how model-input coordinates map back to frame
+//! pixels.
 
+mod geometry;
 pub(crate) mod raw;
+pub(crate) mod yuv;
 
 use std::path::Path;
 
-pub use raw::{Colour, FrameRef, Matrix, PixelFormat, Range, RawLayout};
+pub use geometry::Geometry;
+pub(crate) use raw::Pixels;
+pub use raw::{FrameRef, PixelFormat, RawLayout};
+pub use yuv::{Colour, Matrix, Range};
 
 use crate::error::{Error, Result};
 

@@ -1,9 +1,11 @@
 //! edgebone: pretrained vision backbones on single-board computers, on tract.
 //!
 //! A frame flows one way through this crate:
-//! [`frame`] (decoded RGB pixels) → [`preprocess`] (resize, fit, normalize into the
-//! model's input tensor) → [`model`] (the tract plan) → [`decode`] (classes,
-//! feature maps, detections). [`Pipeline`] strings them together for one bundle.
+//! [`frame`] (decoded RGB, or camera pixel formats and their planes) →
+//! [`preprocess`] (fit, resize and normalize into the model's input tensor; YUV is
+//! converted there, at the model's size) → [`model`] (the tract plan) → [`decode`]
+//! (classes, feature maps, detections). [`Pipeline`] strings them together for one
+//! bundle.
 
 pub mod decode;
 pub mod error;

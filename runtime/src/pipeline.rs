@@ -7,9 +7,9 @@ use tract_onnx::prelude::{TValue, TVec};
 
 use crate::decode::{self, Class, Detection, FeatureMap};
 use crate::error::{Error, Result};
-use crate::frame::FrameRef;
+use crate::frame::{FrameRef, Geometry};
 use crate::model::{Bundle, Decoding, Model, ModelOptions, Outputs};
-use crate::preprocess::{Geometry, Preprocessor};
+use crate::preprocess::Preprocessor;
 
 /// Milliseconds spent in each stage for one frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

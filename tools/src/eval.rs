@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use edgebone::Bundle;
 use edgebone::decode::yolov5::{self, Detection, iou};
+use edgebone::frame::Geometry;
 use edgebone::model::manifest::OutputSpec;
 use edgebone::model::{Decoding, InputSpec, Model, ModelOptions};
-use edgebone::preprocess::Geometry;
 use serde::Serialize;
 use tract_onnx::prelude::Tensor;
 

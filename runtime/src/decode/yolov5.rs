@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::preprocess::Geometry;
+use crate::frame::Geometry;
 
 /// Corners `[x1, y1, x2, y2]` in pixels.
 pub type Box2 = [f32; 4];

@@ -1,14 +1,13 @@
-//! Camera pixel formats (I420, NV12, YUYV, RGB24, MJPEG) into an `RgbFrame`, with
-//! SIMD colour conversion from yuvutils-rs. Row strides may be padded, as
-//! `rpicam-vid` and V4L2 drivers pad them.
+//! Camera pixel formats (I420, NV12, YUYV, RGB24, MJPEG): the one place that knows
+//! where a raw frame's planes sit (rows may be padded, as `rpicam-vid` and V4L2
+//! drivers pad them) and hands out its pixels with the padding taken out.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use yuvutils_rs::{
-    YuvBiPlanarImage, YuvConversionMode, YuvPackedImage, YuvPlanarImage, YuvRange,
-    YuvStandardMatrix,
-};
 
 use super::RgbFrame;
+use super::yuv::{Chroma, Colour, YuvPlanes};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,29 +25,24 @@ pub enum PixelFormat {
     Mjpeg,
 }
 
-/// The YUV → RGB matrix and range of the source (BT.601 limited range is what
-/// ffmpeg's `yuv420p`, USB webcams and rpicam-vid at SD sizes send).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Colour {
-    pub matrix: Matrix,
-    pub range: Range,
-}
+impl PixelFormat {
+    /// Luma pixels per chroma sample, across and down; `None` for RGB formats.
+    pub fn chroma_subsampling(self) -> Option<(u32, u32)> {
+        match self {
+            PixelFormat::I420 | PixelFormat::Nv12 => Some((2, 2)),
+            PixelFormat::Yuyv => Some((2, 1)),
+            PixelFormat::Rgb24 | PixelFormat::Mjpeg => None,
+        }
+    }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Matrix {
-    #[default]
-    Bt601,
-    Bt709,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Range {
-    #[default]
-    Limited,
-    Full,
+    /// Bytes per pixel in the first plane's rows.
+    fn bytes_per_pixel(self) -> u32 {
+        match self {
+            PixelFormat::Yuyv => 2,
+            PixelFormat::Rgb24 => 3,
+            PixelFormat::I420 | PixelFormat::Nv12 | PixelFormat::Mjpeg => 1,
+        }
+    }
 }
 
 /// The shape of one raw frame: format, size and the byte stride of its first plane.
@@ -71,18 +65,17 @@ impl RawLayout {
         if width == 0 || height == 0 {
             return Err(bad("width and height must be positive".into()));
         }
-        let subsampled = matches!(
-            format,
-            PixelFormat::I420 | PixelFormat::Nv12 | PixelFormat::Yuyv
-        );
-        if subsampled && width % 2 == 1 {
-            return Err(bad("chroma subsampling needs an even width".into()));
+        if let Some((across, down)) = format.chroma_subsampling() {
+            if !width.is_multiple_of(across) {
+                return Err(bad("chroma subsampling needs an even width".into()));
+            }
+            if !height.is_multiple_of(down) {
+                return Err(bad("4:2:0 chroma subsampling needs an even height".into()));
+            }
         }
-        if matches!(format, PixelFormat::I420 | PixelFormat::Nv12) && height % 2 == 1 {
-            return Err(bad("4:2:0 chroma subsampling needs an even height".into()));
-        }
-        let tight = width * bytes_per_pixel(format);
+        let tight = width * format.bytes_per_pixel();
         let stride = stride.unwrap_or(tight);
+        // I420's chroma rows are half the luma stride.
         if stride < tight || (format == PixelFormat::I420 && stride % 2 == 1) {
             return Err(bad(format!(
                 "row stride {stride} is too small or odd, expected at least {tight}"
@@ -98,27 +91,106 @@ impl RawLayout {
 
     /// Bytes in one frame; `None` for MJPEG, whose frames vary.
     pub fn frame_len(&self) -> Option<usize> {
-        let (s, h) = (self.stride as usize, self.height as usize);
-        match self.format {
-            PixelFormat::I420 => Some(s * h + 2 * (s / 2) * (h / 2)),
-            PixelFormat::Nv12 => Some(s * h + s * (h / 2)),
-            PixelFormat::Yuyv | PixelFormat::Rgb24 => Some(s * h),
-            PixelFormat::Mjpeg => None,
+        (self.format != PixelFormat::Mjpeg).then(|| self.planes().map(|p| p.len()).sum())
+    }
+
+    /// A frame of this layout must be exactly `frame_len` bytes (MJPEG: any).
+    pub fn check_len(&self, bytes: &[u8]) -> Result<()> {
+        match self.frame_len() {
+            Some(expected) if bytes.len() != expected => Err(Error::Frame {
+                what: format!("{:?} {}x{} frame", self.format, self.width, self.height),
+                message: format!("expected {expected} bytes, got {}", bytes.len()),
+            }),
+            _ => Ok(()),
         }
+    }
+
+    /// The planes of one frame, in the order they follow each other (none for MJPEG).
+    fn planes(&self) -> impl Iterator<Item = Plane> {
+        let (w, h, s) = (self.width, self.height, self.stride);
+        let first = Plane {
+            row: (w * self.format.bytes_per_pixel()) as usize,
+            stride: s as usize,
+            rows: h as usize,
+        };
+        let (across, down) = self.format.chroma_subsampling().unwrap_or((1, 1));
+        let chroma = |samples_per_pixel: u32, stride: u32| Plane {
+            row: (w / across * samples_per_pixel) as usize,
+            stride: stride as usize,
+            rows: (h / down) as usize,
+        };
+        let planes = match self.format {
+            PixelFormat::I420 => {
+                let plane = chroma(1, s / across);
+                [Some(first), Some(plane), Some(plane)]
+            }
+            PixelFormat::Nv12 => [Some(first), Some(chroma(2, s)), None],
+            PixelFormat::Yuyv | PixelFormat::Rgb24 => [Some(first), None, None],
+            PixelFormat::Mjpeg => [None; 3],
+        };
+        planes.into_iter().flatten()
+    }
+
+    /// `bytes`, one whole frame, cut into its planes.
+    fn split<'a>(&self, bytes: &'a [u8]) -> Result<Vec<PlaneRef<'a>>> {
+        self.check_len(bytes)?;
+        let mut rest = bytes;
+        Ok(self
+            .planes()
+            .map(|shape| {
+                let (bytes, next) = rest.split_at(shape.len());
+                rest = next;
+                PlaneRef { shape, bytes }
+            })
+            .collect())
     }
 }
 
-fn bytes_per_pixel(format: PixelFormat) -> u32 {
-    match format {
-        PixelFormat::Yuyv => 2,
-        PixelFormat::Rgb24 => 3,
-        PixelFormat::I420 | PixelFormat::Nv12 | PixelFormat::Mjpeg => 1,
+/// Where one plane's pixels are in its bytes: `rows` rows of `row` bytes, each row
+/// starting `stride` bytes after the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plane {
+    row: usize,
+    stride: usize,
+    rows: usize,
+}
+
+impl Plane {
+    fn len(&self) -> usize {
+        self.stride * self.rows
+    }
+}
+
+/// One plane of a frame in memory.
+struct PlaneRef<'a> {
+    shape: Plane,
+    bytes: &'a [u8],
+}
+
+impl<'a> PlaneRef<'a> {
+    /// Each row's pixel bytes, padding left out.
+    fn rows(&self) -> impl Iterator<Item = &'a [u8]> {
+        let row = self.shape.row;
+        self.bytes.chunks(self.shape.stride).map(move |r| &r[..row])
+    }
+
+    /// The plane without row padding: its own bytes when rows are tight, else its
+    /// rows copied into `buffer`.
+    fn tight(&self, buffer: &'a mut Vec<u8>) -> &'a [u8] {
+        if self.shape.row == self.shape.stride {
+            return self.bytes;
+        }
+        buffer.clear();
+        for row in self.rows() {
+            buffer.extend_from_slice(row);
+        }
+        buffer
     }
 }
 
 /// A frame for preprocessing: decoded RGB, or camera bytes in their own layout
-/// (4:2:0 YUV is then resized before colour conversion, so only the model-sized
-/// image is converted).
+/// (YUV is then resized before colour conversion, so only the model-sized image
+/// is converted).
 #[derive(Debug, Clone, Copy)]
 pub enum FrameRef<'a> {
     Rgb(&'a RgbFrame),
@@ -135,198 +207,229 @@ impl<'a> From<&'a RgbFrame> for FrameRef<'a> {
     }
 }
 
-impl RawLayout {
-    /// A frame of this layout must be exactly `frame_len` bytes (MJPEG: any).
-    pub fn check_len(&self, bytes: &[u8]) -> Result<()> {
-        match self.frame_len() {
-            Some(expected) if bytes.len() != expected => Err(Error::Frame {
-                what: format!("{:?} {}x{} frame", self.format, self.width, self.height),
-                message: format!("expected {expected} bytes, got {}", bytes.len()),
-            }),
-            _ => Ok(()),
+/// A frame's pixels without row padding, ready to resize.
+pub(crate) enum Pixels<'a> {
+    /// Packed RGB8 (decoded, RGB24, or MJPEG decoded here).
+    Rgb {
+        width: u32,
+        height: u32,
+        data: Cow<'a, [u8]>,
+    },
+    Yuv(YuvPlanes<'a>),
+}
+
+impl Pixels<'_> {
+    pub(crate) fn size(&self) -> (u32, u32) {
+        match self {
+            Pixels::Rgb { width, height, .. } => (*width, *height),
+            Pixels::Yuv(planes) => (planes.width, planes.height),
         }
     }
 }
 
-impl RgbFrame {
-    /// Converts one raw frame into `self`, reusing its buffer.
-    pub fn convert_from(&mut self, layout: &RawLayout, bytes: &[u8], colour: Colour) -> Result<()> {
+impl<'a> FrameRef<'a> {
+    /// The frame's pixels; planes with padded rows are copied into `buffers` (one
+    /// per plane, reused from frame to frame). Fails on a frame of the wrong size
+    /// or a JPEG that does not decode.
+    pub(crate) fn pixels<'b>(self, buffers: &'b mut [Vec<u8>; 3]) -> Result<Pixels<'b>>
+    where
+        'a: 'b,
+    {
+        let (layout, bytes, colour) = match self {
+            FrameRef::Rgb(rgb) => {
+                return Ok(Pixels::Rgb {
+                    width: rgb.width,
+                    height: rgb.height,
+                    data: Cow::Borrowed(&rgb.data),
+                });
+            }
+            FrameRef::Raw {
+                layout,
+                bytes,
+                colour,
+            } => (layout, bytes, colour),
+        };
         if layout.format == PixelFormat::Mjpeg {
-            *self = RgbFrame::decode(bytes).map_err(|message| Error::Frame {
+            // The size is in the stream, not in the layout.
+            let rgb = RgbFrame::decode(bytes).map_err(|message| Error::Frame {
                 what: "MJPEG frame".into(),
                 message,
             })?;
-            return Ok(());
+            return Ok(Pixels::Rgb {
+                width: rgb.width,
+                height: rgb.height,
+                data: Cow::Owned(rgb.data),
+            });
         }
-        layout.check_len(bytes)?;
-        let (w, h) = (layout.width, layout.height);
-        self.width = w;
-        self.height = h;
-        self.data.resize(w as usize * h as usize * 3, 0);
-        let (range, matrix) = yuv_params(colour);
-        let stride = layout.stride;
-        let rgb_stride = w * 3;
-        let result = match layout.format {
-            PixelFormat::I420 => {
-                let (y, chroma) = bytes.split_at((stride * h) as usize);
-                let (u, v) = chroma.split_at(chroma.len() / 2);
-                let image = YuvPlanarImage {
-                    y_plane: y,
-                    y_stride: stride,
-                    u_plane: u,
-                    u_stride: stride / 2,
-                    v_plane: v,
-                    v_stride: stride / 2,
-                    width: w,
-                    height: h,
-                };
-                yuvutils_rs::yuv420_to_rgb(&image, &mut self.data, rgb_stride, range, matrix)
-            }
-            PixelFormat::Nv12 => {
-                let (y, uv) = bytes.split_at((stride * h) as usize);
-                let image = YuvBiPlanarImage {
-                    y_plane: y,
-                    y_stride: stride,
-                    uv_plane: uv,
-                    uv_stride: stride,
-                    width: w,
-                    height: h,
-                };
-                let mode = YuvConversionMode::Balanced;
-                yuvutils_rs::yuv_nv12_to_rgb(
-                    &image,
-                    &mut self.data,
-                    rgb_stride,
-                    range,
-                    matrix,
-                    mode,
-                )
-            }
-            PixelFormat::Yuyv => {
-                let image = YuvPackedImage {
-                    yuy: bytes,
-                    yuy_stride: stride,
-                    width: w,
-                    height: h,
-                };
-                yuvutils_rs::yuyv422_to_rgb(&image, &mut self.data, rgb_stride, range, matrix)
-            }
-            PixelFormat::Rgb24 => {
-                for (dst, src) in self
-                    .data
-                    .chunks_exact_mut(rgb_stride as usize)
-                    .zip(bytes.chunks(stride as usize))
-                {
-                    dst.copy_from_slice(&src[..rgb_stride as usize]);
-                }
-                Ok(())
-            }
-            PixelFormat::Mjpeg => unreachable!("decoded above"),
+        let planes = layout.split(bytes)?;
+        let [b0, b1, b2] = buffers;
+        let yuv = |luma, chroma| {
+            Pixels::Yuv(YuvPlanes {
+                width: layout.width,
+                height: layout.height,
+                luma,
+                chroma,
+                subsampling: layout.format.chroma_subsampling().unwrap_or((1, 1)),
+                colour,
+            })
         };
-        result.map_err(|e| Error::Frame {
-            what: format!("{:?} {w}x{h} frame", layout.format),
-            message: format!("colour conversion failed: {e}"),
+        Ok(match (layout.format, &planes[..]) {
+            (PixelFormat::Rgb24, [rgb]) => Pixels::Rgb {
+                width: layout.width,
+                height: layout.height,
+                data: Cow::Borrowed(rgb.tight(b0)),
+            },
+            (PixelFormat::I420, [y, u, v]) => {
+                yuv(y.tight(b0), Chroma::Planar(u.tight(b1), v.tight(b2)))
+            }
+            (PixelFormat::Nv12, [y, uv]) => yuv(y.tight(b0), Chroma::Interleaved(uv.tight(b1))),
+            (PixelFormat::Yuyv, [packed]) => {
+                let (y, uv) = deinterleave_yuyv(packed, b0, b1);
+                yuv(y, Chroma::Interleaved(uv))
+            }
+            (format, planes) => {
+                unreachable!("RawLayout::planes gave {format:?} {} planes", planes.len())
+            }
         })
     }
 }
 
-fn yuv_params(colour: Colour) -> (YuvRange, YuvStandardMatrix) {
-    let range = match colour.range {
-        Range::Limited => YuvRange::Limited,
-        Range::Full => YuvRange::Full,
-    };
-    let matrix = match colour.matrix {
-        Matrix::Bt601 => YuvStandardMatrix::Bt601,
-        Matrix::Bt709 => YuvStandardMatrix::Bt709,
-    };
-    (range, matrix)
+/// YUYV (Y0 U Y1 V per pixel pair) → a luma plane and an interleaved UV plane of
+/// half the width, rows unpadded. By hand: a byte shuffle that no crate offers for
+/// fast_image_resize's plane types.
+fn deinterleave_yuyv<'a>(
+    packed: &PlaneRef,
+    luma: &'a mut Vec<u8>,
+    uv: &'a mut Vec<u8>,
+) -> (&'a [u8], &'a [u8]) {
+    luma.clear();
+    uv.clear();
+    for row in packed.rows() {
+        for pair in row.chunks_exact(4) {
+            luma.extend_from_slice(&[pair[0], pair[2]]);
+            uv.extend_from_slice(&[pair[1], pair[3]]);
+        }
+    }
+    (luma, uv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::yuv::Chroma;
 
-    fn empty() -> RgbFrame {
-        RgbFrame::default()
+    /// The pixels of `bytes` in `layout`.
+    fn pixels<'b>(
+        layout: &'b RawLayout,
+        bytes: &'b [u8],
+        buffers: &'b mut [Vec<u8>; 3],
+    ) -> Result<Pixels<'b>> {
+        let frame = FrameRef::Raw {
+            layout,
+            bytes,
+            colour: Colour::default(),
+        };
+        frame.pixels(buffers)
     }
 
-    /// A flat colour through each YUV format must come out as the same RGB.
-    fn yuv_of(rgb: [f32; 3]) -> [u8; 3] {
-        // BT.601 limited range, as ffmpeg's rgb24 → yuv420p.
-        let [r, g, b] = rgb;
-        let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
-        let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
-        let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
-        [y.round() as u8, u.round() as u8, v.round() as u8]
-    }
-
-    fn assert_close(frame: &RgbFrame, rgb: [u8; 3]) {
-        for px in frame.data.chunks_exact(3) {
-            for (a, b) in px.iter().zip(rgb) {
-                assert!(a.abs_diff(b) <= 2, "{px:?} vs {rgb:?}");
-            }
+    fn yuv<'b>(pixels: Result<Pixels<'b>>) -> YuvPlanes<'b> {
+        match pixels.unwrap() {
+            Pixels::Yuv(planes) => planes,
+            Pixels::Rgb { .. } => panic!("expected YUV planes"),
         }
     }
 
     #[test]
-    fn i420_with_padded_rows() {
-        let rgb = [200, 40, 90];
-        let [y, u, v] = yuv_of(rgb.map(f32::from));
-        let layout = RawLayout::new(PixelFormat::I420, 6, 4, Some(8)).unwrap();
-        let mut bytes = vec![y; 8 * 4];
-        bytes.extend(vec![u; 4 * 2]);
-        bytes.extend(vec![v; 4 * 2]);
+    fn i420_planes_drop_their_padding() {
+        // 4x2 luma in rows of 6, 2x1 U and V in rows of 3; padding is 0xFF.
+        let bytes = [
+            1, 2, 3, 4, 255, 255, 5, 6, 7, 8, 255, 255, // Y
+            10, 11, 255, // U
+            20, 21, 255, // V
+        ];
+        let layout = RawLayout::new(PixelFormat::I420, 4, 2, Some(6)).unwrap();
         assert_eq!(layout.frame_len(), Some(bytes.len()));
-        let mut frame = empty();
-        frame
-            .convert_from(&layout, &bytes, Colour::default())
-            .unwrap();
-        assert_eq!((frame.width, frame.height, frame.data.len()), (6, 4, 72));
-        assert_close(&frame, rgb);
+        let mut buffers = Default::default();
+        let planes = yuv(pixels(&layout, &bytes, &mut buffers));
+        assert_eq!(planes.luma, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(matches!(planes.chroma, Chroma::Planar([10, 11], [20, 21])));
+        assert_eq!((planes.subsampling, planes.chroma_size()), ((2, 2), (2, 1)));
     }
 
     #[test]
-    fn nv12_and_yuyv_agree_with_i420() {
-        let rgb = [30, 160, 220];
-        let [y, u, v] = yuv_of(rgb.map(f32::from));
-        let mut nv12 = vec![y; 4 * 2];
-        nv12.extend([u, v, u, v]);
-        let mut frame = empty();
+    fn nv12_keeps_uv_interleaved() {
+        let bytes = [1, 2, 3, 4, 5, 6, 7, 8, 10, 20, 11, 21];
         let layout = RawLayout::new(PixelFormat::Nv12, 4, 2, None).unwrap();
-        frame
-            .convert_from(&layout, &nv12, Colour::default())
-            .unwrap();
-        assert_close(&frame, rgb);
-        let yuyv = [y, u, y, v].repeat(4);
-        let layout = RawLayout::new(PixelFormat::Yuyv, 4, 2, None).unwrap();
-        frame
-            .convert_from(&layout, &yuyv, Colour::default())
-            .unwrap();
-        assert_close(&frame, rgb);
+        assert_eq!(layout.frame_len(), Some(bytes.len()));
+        let mut buffers = Default::default();
+        let planes = yuv(pixels(&layout, &bytes, &mut buffers));
+        assert_eq!(planes.luma, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(matches!(
+            planes.chroma,
+            Chroma::Interleaved([10, 20, 11, 21])
+        ));
+        assert_eq!(planes.chroma_size(), (2, 1));
     }
 
     #[test]
-    fn a_short_frame_or_odd_size_is_an_error() {
-        let layout = RawLayout::new(PixelFormat::I420, 4, 2, None).unwrap();
-        let err = empty()
-            .convert_from(&layout, &[0; 11], Colour::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("expected 12 bytes, got 11"), "{err}");
-        let err = RawLayout::new(PixelFormat::Nv12, 5, 2, None).unwrap_err();
-        assert!(err.to_string().contains("even width"), "{err}");
-        let err = RawLayout::new(PixelFormat::Rgb24, 4, 2, Some(10)).unwrap_err();
-        assert!(err.to_string().contains("expected at least 12"), "{err}");
+    fn yuyv_splits_into_luma_and_half_width_chroma() {
+        // Two rows of two pixel pairs, padded to 10 bytes.
+        let bytes = [
+            1, 10, 2, 20, 3, 11, 4, 21, 255, 255, //
+            5, 12, 6, 22, 7, 13, 8, 23, 255, 255,
+        ];
+        let layout = RawLayout::new(PixelFormat::Yuyv, 4, 2, Some(10)).unwrap();
+        let mut buffers = Default::default();
+        let planes = yuv(pixels(&layout, &bytes, &mut buffers));
+        assert_eq!(planes.luma, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert!(matches!(
+            planes.chroma,
+            Chroma::Interleaved([10, 20, 11, 21, 12, 22, 13, 23])
+        ));
+        assert_eq!((planes.subsampling, planes.chroma_size()), ((2, 1), (2, 2)));
     }
 
     #[test]
     fn rgb24_rows_drop_their_padding() {
         let layout = RawLayout::new(PixelFormat::Rgb24, 1, 2, Some(4)).unwrap();
-        let mut frame = empty();
         let bytes = [1, 2, 3, 99, 4, 5, 6, 99];
-        frame
-            .convert_from(&layout, &bytes, Colour::default())
-            .unwrap();
-        assert_eq!(frame.data, vec![1, 2, 3, 4, 5, 6]);
+        let mut buffers = Default::default();
+        let Pixels::Rgb {
+            width,
+            height,
+            data,
+        } = pixels(&layout, &bytes, &mut buffers).unwrap()
+        else {
+            panic!("expected RGB");
+        };
+        assert_eq!((width, height, &data[..]), (1, 2, &[1, 2, 3, 4, 5, 6][..]));
+    }
+
+    #[test]
+    fn a_short_frame_or_odd_size_is_an_error() {
+        let layout = RawLayout::new(PixelFormat::I420, 4, 2, None).unwrap();
+        let Err(err) = pixels(&layout, &[0; 11], &mut Default::default()) else {
+            panic!("a short frame was accepted");
+        };
+        assert!(
+            err.to_string().contains("expected 12 bytes, got 11"),
+            "{err}"
+        );
+        let err = RawLayout::new(PixelFormat::Nv12, 5, 2, None).unwrap_err();
+        assert!(err.to_string().contains("even width"), "{err}");
+        let err = RawLayout::new(PixelFormat::I420, 4, 3, None).unwrap_err();
+        assert!(err.to_string().contains("even height"), "{err}");
+        assert!(RawLayout::new(PixelFormat::Yuyv, 4, 3, None).is_ok());
+        let err = RawLayout::new(PixelFormat::Rgb24, 4, 2, Some(10)).unwrap_err();
+        assert!(err.to_string().contains("expected at least 12"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_mjpeg_frame_is_an_error() {
+        let layout = RawLayout::new(PixelFormat::Mjpeg, 1, 1, None).unwrap();
+        let Err(err) = pixels(&layout, b"not a jpeg", &mut Default::default()) else {
+            panic!("text decoded as a JPEG");
+        };
+        assert!(err.to_string().contains("MJPEG frame"), "{err}");
     }
 }
