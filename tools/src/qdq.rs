@@ -6,6 +6,8 @@
 //! stored as int8 behind a per-channel DequantizeLinear, biases as int32 at the
 //! scale `input scale × weight scale`. A runtime that recognises the pattern can
 //! run the layer in integers; any other runtime still gets the right numbers.
+//! The convention's arithmetic is [`edgebone::onnx::qdq`], which the runtime's
+//! int8 rewrite reads these files back with.
 
 use std::collections::{HashMap, HashSet};
 
