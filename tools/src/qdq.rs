@@ -12,9 +12,11 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result, bail};
-use edgebone::onnx::qdq::{Bounds, DEQUANTIZE, QParams, QUANTIZE, clamp_bounds, quantize_weights};
+use edgebone::onnx::qdq::{
+    Bounds, DEQUANTIZE, QParams, QUANTIZE, clamp_bounds, quantize_bias, quantize_weights,
+};
 use edgebone::onnx::{self, Index, attr, tensor};
-use tract_onnx::pb::{GraphProto, NodeProto};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
 
 use crate::calibrate::weight_error_shift;
 
@@ -320,22 +322,15 @@ fn quantize_layer(
         .map(|mean| weight_shift(&float, &dims, &values, &scales, axis, groups, mean));
     let channels = scales.len() as i64;
     let w = format!("{name}.weight");
-    let mut nodes = vec![dequantize(&w, axis)];
-    graph.initializer.push(tensor::int8_tensor(
-        &format!("{w}_quantized"),
-        &dims,
-        &values,
-    ));
-    graph.initializer.push(tensor::float_tensor(
-        &format!("{w}_scale"),
-        &[channels],
+    let weights = (dims.as_slice(), values.as_slice());
+    let mut nodes = vec![add_dequantized(
+        &mut graph.initializer,
+        &w,
+        weights,
         &scales,
-    ));
-    graph.initializer.push(tensor::int8_tensor(
-        &format!("{w}_zero_point"),
-        &[channels],
-        &vec![0; channels as usize],
-    ));
+        axis,
+        tensor::int8_tensor,
+    )];
     let bias_name = node.input.get(2).filter(|s| !s.is_empty()).cloned();
     let mut bias = match &bias_name {
         Some(bias_name) => {
@@ -361,37 +356,43 @@ fn quantize_layer(
         }
         let b = format!("{name}.bias");
         let bias_scales: Vec<f32> = scales.iter().map(|s| s * input_q.scale).collect();
-        let q: Vec<i32> = bias
-            .iter()
-            .zip(&bias_scales)
-            .map(|(v, s)| {
-                (v / s)
-                    .round_ties_even()
-                    .clamp(i32::MIN as f32, i32::MAX as f32) as i32
-            })
-            .collect();
-        graph.initializer.push(tensor::int32_tensor(
-            &format!("{b}_quantized"),
-            &[channels],
-            &q,
-        ));
-        graph.initializer.push(tensor::float_tensor(
-            &format!("{b}_scale"),
-            &[channels],
+        let q = quantize_bias(&bias, &bias_scales);
+        let levels = (&[channels][..], q.as_slice());
+        nodes.push(add_dequantized(
+            &mut graph.initializer,
+            &b,
+            levels,
             &bias_scales,
+            0,
+            tensor::int32_tensor,
         ));
-        graph.initializer.push(tensor::int32_tensor(
-            &format!("{b}_zero_point"),
-            &[channels],
-            &vec![0; channels as usize],
-        ));
-        nodes.push(dequantize(&b, 0));
         let inputs = &mut graph.node[layer].input;
         inputs.resize(3, String::new());
         inputs[2] = format!("{b}_dequantized");
     }
     graph.node[layer].input[1] = format!("{w}_dequantized");
     Ok(nodes)
+}
+
+/// Adds `{base}_quantized` (`levels` of shape `dims`), its per-channel
+/// `{base}_scale` and a zero `{base}_zero_point` of the levels' type to
+/// `initializers`; returns the DequantizeLinear along `axis` that reads them.
+fn add_dequantized<T: Copy + Default>(
+    initializers: &mut Vec<TensorProto>,
+    base: &str,
+    (dims, levels): (&[i64], &[T]),
+    scales: &[f32],
+    axis: usize,
+    tensor_of: fn(&str, &[i64], &[T]) -> TensorProto,
+) -> NodeProto {
+    let channels = [scales.len() as i64];
+    let zeros = vec![T::default(); scales.len()];
+    initializers.extend([
+        tensor_of(&format!("{base}_quantized"), dims, levels),
+        tensor::float_tensor(&format!("{base}_scale"), &channels, scales),
+        tensor_of(&format!("{base}_zero_point"), &channels, &zeros),
+    ]);
+    dequantize(base, axis)
 }
 
 /// The bias-correction shift of one layer (see `weight_error_shift`), in the
@@ -446,7 +447,7 @@ mod tests {
     use super::*;
     use crate::testing::{model, run};
     use edgebone::onnx::tensor::float_tensor;
-    use tract_onnx::pb::{ModelProto, TensorProto};
+    use tract_onnx::pb::ModelProto;
 
     /// x [1,2,1,1] → Conv without bias (2 → 2 channels, 1×1) → y. Channel 0's
     /// second weight (0.1 at scale 0.3/127) does not round exactly.

@@ -158,6 +158,20 @@ pub fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, 
     (q, scales)
 }
 
+/// int32 biases at `scales` (input scale · weight scale, per channel),
+/// rounded half to even and saturated.
+pub fn quantize_bias(values: &[f32], scales: &[f32]) -> Vec<i32> {
+    values
+        .iter()
+        .zip(scales)
+        .map(|(v, s)| {
+            (v / s)
+                .round_ties_even()
+                .clamp(i32::MIN as f32, i32::MAX as f32) as i32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{node, tensor::float_tensor};
@@ -277,6 +291,12 @@ mod tests {
             computed,
             Err(GraphError("clip6: its max bound is not a constant".into()))
         );
+    }
+
+    #[test]
+    fn biases_round_half_to_even_and_saturate() {
+        let q = quantize_bias(&[0.25, 0.75, -1.0, 1e12], &[0.5, 0.5, 0.001, 1e-3]);
+        assert_eq!(q, [0, 2, -1000, i32::MAX]);
     }
 
     #[test]
