@@ -4,15 +4,14 @@
 //! tensors with generated names (`onnx::Conv_538`). Such a tensor is named after
 //! the node that consumes it, in PyTorch's dotted form.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use tract_onnx::pb::{
-    GraphProto, NodeProto, TensorProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto,
+    GraphProto, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto,
 };
-use tract_onnx::prelude::Framework;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::onnx::{self, Index};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parameter {
@@ -49,71 +48,55 @@ impl ModelInfo {
 }
 
 pub fn inspect(path: &Path) -> Result<ModelInfo> {
-    let proto = tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| Error::model(path, &e))?;
-    let graph = proto.graph.as_ref().ok_or_else(|| Error::Model {
-        path: path.into(),
-        message: "the ONNX file holds no graph".into(),
-    })?;
-    let initializers: Vec<_> = graph.initializer.iter().collect();
+    // `load` checked that there is a graph.
+    let graph = onnx::load(path)?.graph.unwrap_or_default();
+    let index = Index::new(&graph);
     Ok(ModelInfo {
-        parameters: parameters(graph, &initializers),
+        parameters: parameters(&graph, &index),
         inputs: ports(
             graph
                 .input
                 .iter()
-                .filter(|i| !is_initializer(&initializers, &i.name)),
+                .filter(|i| index.graph_inputs().contains(&i.name)),
         ),
         outputs: ports(graph.output.iter()),
     })
 }
 
-fn is_initializer(initializers: &[&TensorProto], name: &str) -> bool {
-    initializers.iter().any(|t| t.name == name)
-}
-
-fn parameters(graph: &GraphProto, initializers: &[&TensorProto]) -> Vec<Parameter> {
-    let consumers = consumers(&graph.node);
+fn parameters(graph: &GraphProto, index: &Index) -> Vec<Parameter> {
+    let uses = |tensor: &str| -> Vec<&NodeProto> {
+        let readers = index.consumers(tensor).iter();
+        readers.map(|&i| &graph.node[i]).collect()
+    };
     let mut params = Vec::new();
-    for init in initializers {
-        let uses = consumers
-            .get(init.name.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+    for init in &graph.initializer {
+        let readers = uses(&init.name);
         let dtype = dtype_name(init.data_type);
         // The exporter shares identical tensors (zero biases of a random model)
         // through Identity nodes: each alias is a parameter of its own module.
-        let aliases: Vec<&str> = uses
+        let aliases: Vec<&str> = readers
             .iter()
-            .filter(|(node, _)| node.op_type == "Identity")
-            .filter_map(|(node, _)| node.output.first().map(String::as_str))
+            .filter(|node| node.op_type == "Identity")
+            .filter_map(|node| node.output.first().map(String::as_str))
             .collect();
-        let names: Vec<&str> = if !aliases.is_empty() && aliases.len() == uses.len() {
+        let names: Vec<&str> = if !aliases.is_empty() && aliases.len() == readers.len() {
             aliases
         } else {
             vec![init.name.as_str()]
         };
         for name in names {
-            let uses = consumers.get(name).map(Vec::as_slice).unwrap_or(&[]);
+            let first_use = uses(name).first().and_then(|node| {
+                let slot = node.input.iter().position(|t| t == name)?;
+                Some((*node, slot))
+            });
             params.push(Parameter {
-                name: pytorch_name(name, uses.first().copied()),
+                name: pytorch_name(name, first_use),
                 shape: init.dims.clone(),
                 dtype,
             });
         }
     }
     params
-}
-
-fn consumers(nodes: &[NodeProto]) -> HashMap<&str, Vec<(&NodeProto, usize)>> {
-    let mut map: HashMap<&str, Vec<(&NodeProto, usize)>> = HashMap::new();
-    for node in nodes {
-        for (ix, input) in node.input.iter().enumerate() {
-            map.entry(input.as_str()).or_default().push((node, ix));
-        }
-    }
-    map
 }
 
 /// Keeps a name PyTorch gave; derives one from the consuming node otherwise.

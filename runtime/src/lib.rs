@@ -12,6 +12,7 @@ pub mod error;
 pub mod frame;
 pub mod inspect;
 pub mod model;
+pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
 

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use edgebone::Bundle;
 use edgebone::model::{MANIFEST_FILE, sha256_hex};
+use edgebone::onnx::{self, qdq::QParams};
 use serde::Serialize;
 use tract_onnx::pb::ModelProto;
 
-use crate::calibrate::{QParams, Range};
-use crate::onnx;
+use crate::calibrate::Range;
 
 /// What `quantization.json` records: enough to see and reproduce every choice.
 #[derive(Debug, Serialize)]

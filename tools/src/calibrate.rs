@@ -193,26 +193,6 @@ fn smooth(counts: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Affine int8 parameters for a range: `real = scale * (q - zero_point)`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct QParams {
-    pub scale: f32,
-    pub zero_point: i8,
-}
-
-pub fn activation_qparams(range: Range) -> QParams {
-    let (lo, hi) = (range.lo.min(0.0), range.hi.max(0.0));
-    if hi - lo <= f32::MIN_POSITIVE {
-        return QParams {
-            scale: 1.0,
-            zero_point: 0,
-        };
-    }
-    let scale = (hi - lo) / 255.0;
-    let zero_point = (-128.0 - lo / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
-    QParams { scale, zero_point }
-}
-
 /// Bias correction: how much a layer's output shifts on average, per output
 /// channel, because its weights were rounded to int8 (`E[(Ŵ - W) x]` =
 /// `(Ŵ - W) E[x]`, ignoring zero padding at the borders). `dims` are Conv's
@@ -244,34 +224,6 @@ pub fn weight_error_shift(
         *shift = sum as f32;
     }
     shift
-}
-
-/// Symmetric per-channel int8 weights: `values` split along `axis` of `dims`.
-/// Returns the int8 values and one scale per channel (zero points are 0).
-pub fn quantize_weights(values: &[f32], dims: &[i64], axis: usize) -> (Vec<i8>, Vec<f32>) {
-    let channels = dims[axis] as usize;
-    let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
-    let channel_of = |i: usize| (i / inner) % channels;
-    let mut absmax = vec![0f32; channels];
-    for (i, v) in values.iter().enumerate() {
-        let c = channel_of(i);
-        absmax[c] = absmax[c].max(v.abs());
-    }
-    // An all-zero channel still needs a valid (non-zero) scale.
-    let scales: Vec<f32> = absmax
-        .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect();
-    let q = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            (v / scales[channel_of(i)])
-                .round_ties_even()
-                .clamp(-127.0, 127.0) as i8
-        })
-        .collect();
-    (q, scales)
 }
 
 #[cfg(test)]
@@ -323,29 +275,6 @@ mod tests {
         let e = observed(&values).range(Method::Entropy, 0.0);
         assert!(e.hi > 0.9, "{e:?}");
         assert_eq!(e.lo, 0.0);
-    }
-
-    #[test]
-    fn qparams_make_zero_exact_and_span_the_range() {
-        let q = activation_qparams(Range { lo: 0.0, hi: 6.0 });
-        assert_eq!(q.zero_point, -128);
-        assert!((q.scale * 255.0 - 6.0).abs() < 1e-6);
-        let q = activation_qparams(Range { lo: -1.0, hi: 3.0 });
-        let real = |x: i8| q.scale * (x as f32 - q.zero_point as f32);
-        assert!(real(-128) <= -0.98 && real(127) >= 2.98, "{q:?}");
-        assert_eq!(real(q.zero_point), 0.0);
-    }
-
-    #[test]
-    fn weights_are_per_channel_symmetric() {
-        // two output channels of two values: [1, -0.5] and [0.02, 0.015]
-        let (q, scales) = quantize_weights(&[1.0, -0.5, 0.02, 0.015], &[2, 1, 1, 2], 0);
-        assert_eq!(q, vec![127, -64, 127, 95]);
-        assert!((scales[0] - 1.0 / 127.0).abs() < 1e-9);
-        assert!((scales[1] - 0.02 / 127.0).abs() < 1e-9);
-        // Gemm weights [K=2, N=2] quantized per column (axis 1)
-        let (q, _) = quantize_weights(&[1.0, 0.1, -1.0, 0.05], &[2, 2], 1);
-        assert_eq!(q, vec![127, 127, -127, 64]);
     }
 
     #[test]

@@ -6,9 +6,11 @@ mod activations;
 mod bundle;
 mod calibrate;
 mod eval;
+mod fold;
 mod images;
-mod onnx;
 mod qdq;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,8 +19,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use edgebone::Bundle;
+use edgebone::onnx::{self, qdq::QParams};
 
-use calibrate::{Method, activation_qparams};
+use calibrate::Method;
 
 #[derive(Parser)]
 #[command(
@@ -125,8 +128,8 @@ fn int8(args: &Int8Args) -> Result<()> {
     let files = images::list(&args.calib, "calibration")?;
     let mut proto = onnx::load(&source.network_path())?;
     let graph = onnx::graph_mut(&mut proto);
-    onnx::inline_identities(graph);
-    let folded = onnx::fold_batch_norms(graph)?;
+    fold::inline_identities(graph);
+    let folded = fold::fold_batch_norms(graph)?;
     let keep: HashSet<String> = args.keep_float.iter().cloned().collect();
     let mut plan = qdq::plan(graph, &keep)?;
     let clamps = plan.clamps.len();
@@ -150,7 +153,7 @@ fn int8(args: &Int8Args) -> Result<()> {
     for tensor in &plan.activations {
         let observer = &observers[tensor];
         let range = observer.range(args.method, args.percentile);
-        let q = activation_qparams(range);
+        let q = QParams::spanning(range.lo, range.hi);
         qparams.insert(tensor.clone(), q);
         record_activations.push(bundle::Activation {
             tensor: tensor.clone(),

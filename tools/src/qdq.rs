@@ -6,14 +6,19 @@
 //! stored as int8 behind a per-channel DequantizeLinear, biases as int32 at the
 //! scale `input scale × weight scale`. A runtime that recognises the pattern can
 //! run the layer in integers; any other runtime still gets the right numbers.
+//! The convention's arithmetic is [`edgebone::onnx::qdq`], which the runtime's
+//! int8 rewrite reads these files back with.
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{Result, bail};
-use tract_onnx::pb::{GraphProto, NodeProto};
+use anyhow::{Context, Result, bail};
+use edgebone::onnx::qdq::{
+    Bounds, DEQUANTIZE, QParams, QUANTIZE, clamp_bounds, quantize_bias, quantize_weights,
+};
+use edgebone::onnx::{self, Index, attr, tensor};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
 
-use crate::calibrate::{QParams, quantize_weights, weight_error_shift};
-use crate::onnx::{self, Index};
+use crate::calibrate::weight_error_shift;
 
 /// Layers whose weights become int8.
 const WEIGHTED: &[&str] = &["Conv", "Gemm"];
@@ -43,8 +48,7 @@ pub struct Clamp {
     pub layer: usize,
     /// The clamp's output: the quantized activation.
     pub tensor: String,
-    pub lo: f32,
-    pub hi: f32,
+    pub bounds: Bounds,
 }
 
 /// The clamps of `activations` that sit right after a quantized layer.
@@ -56,45 +60,31 @@ fn clamps(
 ) -> Vec<Clamp> {
     let mut found = Vec::new();
     for tensor in activations {
-        let Some(&node) = index.producer.get(tensor) else {
+        let Some(node) = index.producer(tensor) else {
             continue;
         };
         let clamp = &graph.node[node];
-        let bounds = match clamp.op_type.as_str() {
-            "Relu" => Some((0.0, f32::INFINITY)),
-            "Clip" => clip_bounds(graph, index, clamp),
-            _ => None,
-        };
-        let Some((lo, hi)) = bounds else { continue };
-        let input = &clamp.input[0];
-        let Some(&layer) = index.producer.get(input) else {
+        // A bound that is not a constant makes the clamp not foldable.
+        let Ok(Some(bounds)) = clamp_bounds(graph, index, clamp) else {
             continue;
         };
-        let alone = index.consumers(input) == [node] && !index.graph_outputs.contains(input);
-        if alone && layers.contains(&layer) && !index.graph_outputs.contains(tensor) {
+        let input = &clamp.input[0];
+        let Some(layer) = index.producer(input) else {
+            continue;
+        };
+        if index.only_consumer(input) == Some(node)
+            && layers.contains(&layer)
+            && !index.is_graph_output(tensor)
+        {
             found.push(Clamp {
                 node,
                 layer,
                 tensor: tensor.clone(),
-                lo,
-                hi,
+                bounds,
             });
         }
     }
     found
-}
-
-/// Clip's bounds: inputs 1 and 2 since opset 11, attributes before; a bound
-/// that is given but not a constant makes the clamp not foldable.
-fn clip_bounds(graph: &GraphProto, index: &Index, clip: &NodeProto) -> Option<(f32, f32)> {
-    let bound = |slot: usize, attribute: &str, default: f32| match clip.input.get(slot) {
-        Some(name) if !name.is_empty() => onnx::scalar(graph, index, name),
-        _ => Some(onnx::float_attribute(clip, attribute).unwrap_or(default)),
-    };
-    Some((
-        bound(1, "min", f32::NEG_INFINITY)?,
-        bound(2, "max", f32::INFINITY)?,
-    ))
 }
 
 fn layer_name(node: &NodeProto) -> String {
@@ -120,9 +110,7 @@ pub fn plan(graph: &GraphProto, keep_float: &HashSet<String>) -> Result<Plan> {
     let feeds_layer = feeds_weighted_layer(graph, &data);
     let quantized_layer = |n: &NodeProto| {
         WEIGHTED.contains(&n.op_type.as_str())
-            && n.input
-                .get(1)
-                .is_some_and(|w| index.initializers.contains_key(w))
+            && n.input.get(1).is_some_and(|w| index.is_initializer(w))
             && !keep_float.contains(&layer_name(n))
     };
     let layers: Vec<usize> = (0..graph.node.len())
@@ -175,7 +163,7 @@ pub fn plan(graph: &GraphProto, keep_float: &HashSet<String>) -> Result<Plan> {
 
 /// Tensors that carry image data: computed from a graph input, not from shapes.
 fn data_tensors(graph: &GraphProto, index: &Index) -> HashSet<String> {
-    let mut data: HashSet<String> = index.graph_inputs.clone();
+    let mut data: HashSet<String> = index.graph_inputs().clone();
     // Nodes are in topological order (ONNX requires it).
     for node in &graph.node {
         let from_data = node.input.iter().any(|t| data.contains(t));
@@ -222,31 +210,36 @@ pub fn rewrite(
     let folded: Vec<&Clamp> = plan
         .clamps
         .iter()
-        .filter(|c| clamps_within(qparams[&c.tensor], c.lo, c.hi))
+        .filter(|c| qparams[&c.tensor].stays_within(c.bounds))
         .collect();
-    let mut producer = index.producer.clone();
+    // A folded clamp's output is now written by its layer.
+    let mut moved = HashMap::new();
     for clamp in &folded {
         graph.node[clamp.layer].output[0] = clamp.tensor.clone();
-        producer.insert(clamp.tensor.clone(), clamp.layer);
+        moved.insert(clamp.tensor.as_str(), clamp.layer);
     }
     let removed: HashSet<usize> = folded.iter().map(|c| c.node).collect();
     let mut after: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     let mut at_start = Vec::new();
     for tensor in &plan.activations {
         let q = qparams[tensor];
-        graph.initializer.push(onnx::float_tensor(
+        graph.initializer.push(tensor::float_tensor(
             &format!("{tensor}_scale"),
             &[],
             &[q.scale],
         ));
-        graph.initializer.push(onnx::int8_tensor(
+        graph.initializer.push(tensor::int8_tensor(
             &format!("{tensor}_zero_point"),
             &[],
             &[q.zero_point],
         ));
         let pair = qdq_pair(tensor);
-        match producer.get(tensor) {
-            Some(&p) => after.entry(p).or_default().extend(pair),
+        match moved
+            .get(tensor.as_str())
+            .copied()
+            .or(index.producer(tensor))
+        {
+            Some(p) => after.entry(p).or_default().extend(pair),
             None => at_start.extend(pair),
         }
     }
@@ -267,18 +260,9 @@ pub fn rewrite(
         }
         graph.node.extend(after.remove(&i).unwrap_or_default());
     }
-    onnx::drop_dead_constants(graph);
+    onnx::drop_unread_nodes(graph, &[], |n| n.op_type == "Constant");
     onnx::drop_unused_initializers(graph);
     Ok(folded.iter().map(|c| c.tensor.clone()).collect())
-}
-
-/// Whether int8 at `q` can only represent values inside `[lo, hi]`, so that
-/// quantizing clamps as the clamp node would.
-fn clamps_within(q: QParams, lo: f32, hi: f32) -> bool {
-    let value = |level: i32| (level - q.zero_point as i32) as f32 * q.scale;
-    // A relative margin for the float rounding of scale × level.
-    let margin = 1e-6 * q.scale * 255.0;
-    value(-128) >= lo - margin && value(127) <= hi + margin
 }
 
 fn qdq_pair(tensor: &str) -> [NodeProto; 2] {
@@ -289,13 +273,13 @@ fn qdq_pair(tensor: &str) -> [NodeProto; 2] {
     );
     [
         onnx::node(
-            "QuantizeLinear",
+            QUANTIZE,
             &format!("{tensor}_QuantizeLinear"),
             &[tensor, &scale, &zero],
             &[&q],
         ),
         onnx::node(
-            "DequantizeLinear",
+            DEQUANTIZE,
             &format!("{tensor}_DequantizeLinear"),
             &[&q, &scale, &zero],
             &[&dq],
@@ -320,43 +304,40 @@ fn quantize_layer(
             node.input[0]
         );
     };
-    let weight = &graph.initializer[index.initializers[&node.input[1]]];
+    let weight = index
+        .initializer(graph, &node.input[1])
+        .with_context(|| format!("{name}: its weights are not a constant"))?;
     let dims = weight.dims.clone();
     // Per output channel: Conv's weights are [out, in, kh, kw]; Gemm's B is
     // [out, in] when transposed, [in, out] otherwise.
     let axis = match node.op_type.as_str() {
-        "Gemm" if onnx::int_attribute(node, "transB") != Some(1) => 1,
+        "Gemm" if attr::int(node, "transB") != Some(1) => 1,
         _ => 0,
     };
-    let float = onnx::floats(weight)?;
+    let float = tensor::floats(weight)?;
     let (values, scales) = quantize_weights(&float, &dims, axis);
-    let groups = onnx::int_attribute(node, "group").unwrap_or(1).max(1) as usize;
+    let groups = attr::int(node, "group").unwrap_or(1).max(1) as usize;
     let shift = means
         .get(&node.input[0])
         .map(|mean| weight_shift(&float, &dims, &values, &scales, axis, groups, mean));
     let channels = scales.len() as i64;
     let w = format!("{name}.weight");
-    let mut nodes = vec![dequantize(&w, axis)];
-    graph
-        .initializer
-        .push(onnx::int8_tensor(&format!("{w}_quantized"), &dims, &values));
-    graph.initializer.push(onnx::float_tensor(
-        &format!("{w}_scale"),
-        &[channels],
+    let weights = (dims.as_slice(), values.as_slice());
+    let mut nodes = vec![add_dequantized(
+        &mut graph.initializer,
+        &w,
+        weights,
         &scales,
-    ));
-    graph.initializer.push(onnx::int8_tensor(
-        &format!("{w}_zero_point"),
-        &[channels],
-        &vec![0; channels as usize],
-    ));
+        axis,
+        tensor::int8_tensor,
+    )];
     let bias_name = node.input.get(2).filter(|s| !s.is_empty()).cloned();
     let mut bias = match &bias_name {
         Some(bias_name) => {
-            let Some(&i) = index.initializers.get(bias_name) else {
+            let Some(bias) = index.initializer(graph, bias_name) else {
                 bail!("{name}: its bias {bias_name} is computed, expected a constant");
             };
-            Some(onnx::floats(&graph.initializer[i])?)
+            Some(tensor::floats(bias)?)
         }
         None => None,
     };
@@ -375,37 +356,43 @@ fn quantize_layer(
         }
         let b = format!("{name}.bias");
         let bias_scales: Vec<f32> = scales.iter().map(|s| s * input_q.scale).collect();
-        let q: Vec<i32> = bias
-            .iter()
-            .zip(&bias_scales)
-            .map(|(v, s)| {
-                (v / s)
-                    .round_ties_even()
-                    .clamp(i32::MIN as f32, i32::MAX as f32) as i32
-            })
-            .collect();
-        graph.initializer.push(onnx::int32_tensor(
-            &format!("{b}_quantized"),
-            &[channels],
-            &q,
-        ));
-        graph.initializer.push(onnx::float_tensor(
-            &format!("{b}_scale"),
-            &[channels],
+        let q = quantize_bias(&bias, &bias_scales);
+        let levels = (&[channels][..], q.as_slice());
+        nodes.push(add_dequantized(
+            &mut graph.initializer,
+            &b,
+            levels,
             &bias_scales,
+            0,
+            tensor::int32_tensor,
         ));
-        graph.initializer.push(onnx::int32_tensor(
-            &format!("{b}_zero_point"),
-            &[channels],
-            &vec![0; channels as usize],
-        ));
-        nodes.push(dequantize(&b, 0));
         let inputs = &mut graph.node[layer].input;
         inputs.resize(3, String::new());
         inputs[2] = format!("{b}_dequantized");
     }
     graph.node[layer].input[1] = format!("{w}_dequantized");
     Ok(nodes)
+}
+
+/// Adds `{base}_quantized` (`levels` of shape `dims`), its per-channel
+/// `{base}_scale` and a zero `{base}_zero_point` of the levels' type to
+/// `initializers`; returns the DequantizeLinear along `axis` that reads them.
+fn add_dequantized<T: Copy + Default>(
+    initializers: &mut Vec<TensorProto>,
+    base: &str,
+    (dims, levels): (&[i64], &[T]),
+    scales: &[f32],
+    axis: usize,
+    tensor_of: fn(&str, &[i64], &[T]) -> TensorProto,
+) -> NodeProto {
+    let channels = [scales.len() as i64];
+    let zeros = vec![T::default(); scales.len()];
+    initializers.extend([
+        tensor_of(&format!("{base}_quantized"), dims, levels),
+        tensor::float_tensor(&format!("{base}_scale"), &channels, scales),
+        tensor_of(&format!("{base}_zero_point"), &channels, &zeros),
+    ]);
+    dequantize(base, axis)
 }
 
 /// The bias-correction shift of one layer (see `weight_error_shift`), in the
@@ -442,7 +429,7 @@ fn weight_shift(
 
 fn dequantize(base: &str, axis: usize) -> NodeProto {
     let mut node = onnx::node(
-        "DequantizeLinear",
+        DEQUANTIZE,
         &format!("{base}_DequantizeLinear"),
         &[
             &format!("{base}_quantized"),
@@ -451,26 +438,23 @@ fn dequantize(base: &str, axis: usize) -> NodeProto {
         ],
         &[&format!("{base}_dequantized")],
     );
-    onnx::set_int_attribute(&mut node, "axis", axis as i64);
+    attr::set(&mut node, attr::int_attr("axis", axis as i64));
     node
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::testing::{model, run};
-    use tract_onnx::pb::{ModelProto, TensorProto};
+    use crate::testing::{model, run};
+    use edgebone::onnx::tensor::float_tensor;
+    use tract_onnx::pb::ModelProto;
 
     /// x [1,2,1,1] → Conv without bias (2 → 2 channels, 1×1) → y. Channel 0's
     /// second weight (0.1 at scale 0.3/127) does not round exactly.
     fn conv() -> ModelProto {
         model(
             vec![onnx::node("Conv", "conv", &["x", "w"], &["y"])],
-            vec![onnx::float_tensor(
-                "w",
-                &[2, 2, 1, 1],
-                &[0.3, 0.1, -0.7, 0.25],
-            )],
+            vec![float_tensor("w", &[2, 2, 1, 1], &[0.3, 0.1, -0.7, 0.25])],
         )
     }
 
@@ -491,8 +475,8 @@ mod tests {
     /// x [1,2,1,1] → Conv → c → `clamp` → r → Conv → y, with `extra` initializers.
     fn conv_clamp_conv(clamp: NodeProto, extra: Vec<TensorProto>) -> ModelProto {
         let mut init = vec![
-            onnx::float_tensor("w1", &[2, 2, 1, 1], &[0.3, 0.1, -0.7, 0.25]),
-            onnx::float_tensor("w2", &[1, 2, 1, 1], &[0.5, -0.5]),
+            float_tensor("w1", &[2, 2, 1, 1], &[0.3, 0.1, -0.7, 0.25]),
+            float_tensor("w2", &[1, 2, 1, 1], &[0.5, -0.5]),
         ];
         init.extend(extra);
         model(
@@ -551,8 +535,8 @@ mod tests {
     fn a_clip_tighter_than_the_quantized_range_stays() {
         let clip = onnx::node("Clip", "clip", &["c", "lo", "hi"], &["r"]);
         let bounds = vec![
-            onnx::float_tensor("lo", &[], &[0.0]),
-            onnx::float_tensor("hi", &[], &[1.0]),
+            float_tensor("lo", &[], &[0.0]),
+            float_tensor("hi", &[], &[1.0]),
         ];
         // int8 reaches 2.55 here, beyond the clip's 1.0: folding would change values.
         let (proto, folded, _) = quantize_chain(conv_clamp_conv(clip, bounds), true);

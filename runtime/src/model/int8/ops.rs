@@ -37,9 +37,7 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
 }
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> TractResult<&'a AttributeProto> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
+    crate::onnx::attr::find(node, name)
         .with_context(|| format!("{}: no attribute {name}", node.name))
 }
 
