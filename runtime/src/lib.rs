@@ -13,6 +13,7 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 
+pub use decode::{Results, Task};
 pub use error::{Error, Result};
 pub use frame::RgbFrame;
 pub use model::{Bundle, Manifest, Model, ModelOptions};
