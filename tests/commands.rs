@@ -25,9 +25,37 @@ fn classify_prints_labelled_top_k_per_image() {
     assert_eq!(lines[0]["top"][0]["class"], 5);
     assert_eq!(lines[0]["top"][0]["label"], "electric ray");
     assert_eq!(lines[1]["top"][0]["label"], "robin");
+    // The report of `edgebone run`, with the image file named.
+    assert_eq!(
+        (lines[0]["frame"].as_u64(), lines[1]["frame"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(lines[0]["captured_unix_ms"].as_f64().unwrap() > 0.0);
+    assert!(lines[0]["latency_ms"].as_f64().unwrap() > 0.0);
     for stage in ["preprocess", "infer", "postprocess"] {
-        assert!(lines[0]["latency_ms"][stage].as_f64().unwrap() >= 0.0);
+        assert!(lines[0]["stages_ms"][stage].as_f64().unwrap() >= 0.0);
     }
+}
+
+#[test]
+fn a_task_the_model_cannot_do_stops_with_one_line() {
+    let bus = data("images/bus.jpg");
+    let run = edgebone(&[
+        "detect",
+        "--model",
+        path(&model("mobilenet_v2")),
+        path(&bus),
+    ]);
+    run.assert_no_panic();
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
+    assert!(
+        errors[0].contains("detect needs a YOLOv5 model"),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -93,7 +121,8 @@ fn features_print_the_pyramid_and_write_npy() {
             [1, 1280, 10, 10]
         ]
     );
-    assert_eq!(line["embedding_dim"], 1280);
+    assert_eq!(line["image"], path(&bus));
+    assert_eq!(line["embedding"].as_array().unwrap().len(), 1280);
     let npy = std::fs::read(out.path().join("bus.features.18.npy")).unwrap();
     assert!(npy.starts_with(b"\x93NUMPY"));
     assert!(String::from_utf8_lossy(&npy[..128]).contains("(1, 1280, 10, 10, )"));

@@ -102,6 +102,33 @@ fn int8_resnet18_follows_float_logits() {
     );
 }
 
+/// A detector's eval decodes both models and matches their boxes: the int8
+/// YOLOv5n finds float's four objects on bus.jpg (runtime/tests/parity.rs holds
+/// both to Ultralytics' own boxes).
+#[test]
+fn int8_yolov5n_detections_match_float() {
+    let photos = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("tests/data/images/bus.jpg"),
+        photos.path().join("bus.jpg"),
+    )
+    .unwrap();
+    let report = report(&quantize(&[
+        "eval",
+        "models/yolov5n",
+        "models/yolov5n_int8",
+        "--images",
+        photos.path().to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["images"], 1);
+    assert!(report["agreement"].is_null(), "{report}");
+    let detections = &report["detections"];
+    assert_eq!(detections["float"], 4, "{report}");
+    assert_eq!(detections["matched"], 4, "{report}");
+    assert!(detections["iou_min"].as_f64().unwrap() >= 0.85, "{report}");
+}
+
 /// An int8 model made by another tool runs too: ONNX Runtime's `quantize_static`
 /// with per-tensor, asymmetric uint8 weights and uint8 activations
 /// (tools/ort_quantize.py). Measured: 86% top-1 against float's 89%, 91%

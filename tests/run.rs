@@ -38,10 +38,14 @@ fn bin() -> &'static str {
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
+    write_config_for("mobilenet_v2", dir, body)
+}
+
+fn write_config_for(bundle: &str, dir: &Path, body: &str) -> PathBuf {
     let file = dir.join("edgebone.toml");
     let text = format!(
         "[model]\nbundle = \"{}\"\nthreads = 1\n{body}",
-        path(&model("mobilenet_v2"))
+        path(&model(bundle))
     );
     std::fs::write(&file, text).unwrap();
     file
@@ -321,6 +325,61 @@ fn a_30_fps_source_keeps_latency_bounded() {
     eprintln!("30 fps folder source: {summary}");
 }
 
+/// bus.jpg alone in a folder read once, every frame processed: the run ends
+/// by itself.
+fn bus_folder(dir: &Path) -> (PathBuf, String) {
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let bus = photos.join("bus.jpg");
+    std::fs::copy(data("images/bus.jpg"), &bus).unwrap();
+    let source = format!(
+        "[source]\nkind = \"folder\"\npath = \"{}\"\n[capture]\nmode = \"every-frame\"\n",
+        path(&photos)
+    );
+    (bus, source)
+}
+
+#[test]
+fn the_detect_task_reports_boxes_per_frame() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (bus, source) = bus_folder(dir.path());
+    let task = "[task]\nkind = \"detect\"\nconf = 0.7\n";
+    let config = write_config_for("yolov5n", dir.path(), &format!("{task}{source}"));
+    let device = Device::start(&config, Stdio::null());
+    let (code, reports, stderr) = device.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reports.len(), 1, "{stderr}");
+    assert_eq!(reports[0]["image"], path(&bus));
+    let labels: Vec<&str> = reports[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["person", "person"], "{}", reports[0]);
+}
+
+#[test]
+fn the_features_task_reports_the_embedding_and_writes_taps() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, source) = bus_folder(dir.path());
+    let task = "[task]\nkind = \"features\"\ntaps_dir = \"taps\"\ntaps_every_s = 0.0\n";
+    let config = write_config(dir.path(), &format!("{task}{source}"));
+    let device = Device::start(&config, Stdio::null());
+    let (code, reports, stderr) = device.wait(Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(reports.len(), 1, "{stderr}");
+    assert_eq!(reports[0]["embedding"].as_array().unwrap().len(), 1280);
+    assert_eq!(reports[0]["features"].as_array().unwrap().len(), 4);
+    // taps_dir is relative to the config file.
+    for file in ["bus.features.18.npy", "bus.embedding.npy"] {
+        let npy = std::fs::read(dir.path().join("taps").join(file)).unwrap();
+        assert!(npy.starts_with(b"\x93NUMPY"), "{file}");
+    }
+}
+
 /// A pseudo-terminal pair whose slave is reached through a symlink, as udev's
 /// /dev/serial/by-id links reach USB adapters.
 fn pty(link: &Path) -> TTYPort {
@@ -475,6 +534,8 @@ fn ndjson_serial_lines_carry_seq_and_crc() {
         let crc = format!("{:08x}", CRC32.checksum(&line[..cut]));
         assert_eq!(value["crc"], crc.as_str(), "{text}");
         assert_eq!(value["top"].as_array().unwrap().len(), 5);
+        // The serial line keeps its fields: stdout's `image` is not among them.
+        assert!(value.get("image").is_none(), "{text}");
         seqs.push(value["seq"].as_u64().unwrap() as u32);
     }
     assert_consecutive(&seqs);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use edgebone::{Bundle, ModelOptions, Pipeline};
+use edgebone::{Bundle, ModelOptions, Pipeline, Task};
 use serde::Serialize;
 use tract_onnx::prelude::{IntoTValue, Tensor};
 
@@ -51,7 +51,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         integer: !args.qdq_as_float,
         ..Default::default()
     };
-    let mut pipeline = Pipeline::load(bundle, &options)?;
+    let task = Task::head(&bundle.manifest);
+    let mut pipeline = Pipeline::load(bundle, task, &options)?;
     let input = input_tensor(&pipeline, args.input.as_deref())?.into_tvalue();
     for _ in 0..args.warmup {
         pipeline.infer(input.clone())?;

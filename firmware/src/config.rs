@@ -76,6 +76,17 @@ impl Default for Task {
     }
 }
 
+impl Task {
+    /// What the pipeline is loaded for.
+    pub fn pipeline(&self) -> edgebone::Task {
+        match *self {
+            Task::Classify { top_k } => edgebone::Task::Classify { top_k },
+            Task::Detect { conf, iou } => edgebone::Task::Detect { conf, iou },
+            Task::Features { .. } => edgebone::Task::Features,
+        }
+    }
+}
+
 const DEFAULT_THREADS: u16 = 1;
 const DEFAULT_TOP_K: usize = 5;
 const DEFAULT_TAPS_EVERY_S: f64 = 10.0;
@@ -126,19 +137,11 @@ impl Config {
         }
         self.capture.validate()?;
         self.source.validate()?;
-        match &self.task {
-            Task::Classify { top_k: 0 } => bail!("task.top_k: expected at least 1"),
-            Task::Detect { conf, iou } => {
-                for (key, v) in [("task.conf", conf), ("task.iou", iou)] {
-                    if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
-                        bail!("{key}: expected a number from 0 to 1");
-                    }
-                }
-            }
-            Task::Features { taps_every_s, .. } if *taps_every_s < 0.0 => {
-                bail!("task.taps_every_s: expected a number of seconds ≥ 0")
-            }
-            _ => {}
+        // top_k, conf and iou are checked against the bundle when it loads.
+        if let Task::Features { taps_every_s, .. } = &self.task
+            && *taps_every_s < 0.0
+        {
+            bail!("task.taps_every_s: expected a number of seconds ≥ 0")
         }
         if let Some(serial) = &self.serial {
             serial.validate()?;

@@ -1,7 +1,8 @@
 //! `edgebone`: the program for the board.
 //!
-//! One-shot commands (`classify`, `detect`, `features`) print one JSON object per
-//! image on stdout and keep going past a bad image; logs go to stderr.
+//! One-shot commands (`classify`, `detect`, `features`) run the given images
+//! through the device loop of `run`: one JSON report per image on stdout, going
+//! on past a bad image; logs go to stderr.
 
 mod bench;
 mod config;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edgebone::Task;
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +39,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         top: usize,
         #[command(flatten)]
-        run: oneshot::RunArgs,
+        run: oneshot::FilesArgs,
     },
     /// YOLOv5 detections for each image, boxes in image pixels.
     Detect {
@@ -50,7 +52,7 @@ enum Command {
         #[arg(long)]
         iou: Option<f32>,
         #[command(flatten)]
-        run: oneshot::RunArgs,
+        run: oneshot::FilesArgs,
     },
     /// Multi-scale feature maps and the pooled embedding for each image.
     Features {
@@ -63,7 +65,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
-        run: oneshot::RunArgs,
+        run: oneshot::FilesArgs,
     },
     /// Named parameters with shapes, then inputs, outputs and feature taps.
     Inspect {
@@ -84,19 +86,21 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Classify { model, top, run } => oneshot::classify(&model, top, &run),
+        Command::Classify { model, top, run } => {
+            oneshot::run(&model, Task::Classify { top_k: top }, None, None, &run)
+        }
         Command::Detect {
             model,
             conf,
             iou,
             run,
-        } => oneshot::detect(&model, conf, iou, &run),
+        } => oneshot::run(&model, Task::Detect { conf, iou }, None, None, &run),
         Command::Features {
             model,
             size,
             out,
             run,
-        } => oneshot::features(&model, size, out.as_deref(), &run),
+        } => oneshot::run(&model, Task::Features, size, out.as_deref(), &run),
         Command::Inspect { model } => inspect::run(&model),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run::run(&args),

@@ -1,8 +1,9 @@
-//! `edgebone run --config edgebone.toml`: the device loop. Capture on its own
-//! thread, inference on the newest frame, reports out, stats in the log; SIGTERM
-//! or SIGINT end it cleanly (pending reports flushed, pins safe).
+//! The device loop, shared by `edgebone run --config edgebone.toml` and the
+//! one-shot commands: capture on its own thread, inference on the newest frame
+//! (or on every frame), reports out, stats in the log; SIGTERM or SIGINT end it
+//! cleanly (pending reports flushed, pins safe).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use edgebone::decode::FeatureMap;
 use edgebone::frame::FrameRef;
-use edgebone::model::Outputs;
 use edgebone::{Bundle, ModelOptions, Pipeline};
 
 use crate::config::{Config, Task};
-use crate::report::{Report, Reporter, Results};
-use crate::source::{self, Frame, Slot, Taken};
+use crate::report::taps::TapWriter;
+use crate::report::{Report, Reporter};
+use crate::source::{self, Frame, Input, Slot, Taken};
 use crate::stats::Stats;
 
 #[derive(Args)]
@@ -39,57 +39,41 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         print!("{}", config.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
-            .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
-            .context("installing signal handlers")?;
-    }
-    let mut task = TaskRunner::load(&config)?;
-    let opened = open_source(&config)?;
-    let mut reporter = Reporter::start(&config)?;
-    let slot = Slot::new(config.capture.mode);
-    let capture = {
-        let (source, capture, slot, stop) = (
-            config.source.clone(),
-            config.capture.clone(),
-            slot.clone(),
-            stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("capture".into())
-            .spawn(move || source::capture(source, capture, opened, slot, stop))
-            .context("spawning the capture thread")?
+    let bundle = Bundle::open(&config.model.bundle)?;
+    let options = ModelOptions {
+        threads: config.model.threads.into(),
+        ..Default::default()
     };
-    let watchdog = Watchdog::start();
-    let mut stats = Stats::new(Duration::from_secs_f64(config.stats.interval_s));
-    while !stop.load(Ordering::Relaxed) {
-        watchdog.ping();
-        stats.maybe_log(&slot.counters);
-        let frame = match slot.take(Duration::from_millis(100)) {
-            Taken::Frame(frame) => frame,
-            Taken::Timeout => continue,
-            Taken::Closed => break,
-        };
-        match task.process(&frame) {
-            Ok(report) => {
-                stats.record(report.latency_ms);
-                reporter.send(report);
-            }
-            Err(err) => {
-                stats.failed += 1;
-                log::error!("frame {}: {err:#}", frame.number);
-            }
-        }
-    }
-    let interrupted = stop.load(Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    reporter.finish(FLUSH_TIMEOUT);
-    stats.summary(&slot.counters);
-    if !interrupted {
-        let _ = capture.join();
-    }
+    let pipeline = Pipeline::load(bundle, config.task.pipeline(), &options)?;
+    log::info!(
+        "model {}: input {:?}, {} thread(s)",
+        config.model.bundle.display(),
+        pipeline.input_shape(),
+        config.model.threads
+    );
+    let taps = match &config.task {
+        Task::Features {
+            taps_dir: Some(dir),
+            taps_every_s,
+        } => Some(
+            TapWriter::new(dir, Duration::from_secs_f64(*taps_every_s)).context("task.taps_dir")?,
+        ),
+        _ => None,
+    };
+    let source = config.source.clone();
+    let input = Input {
+        opened: open_source(&config)?,
+        reopen: Some(Box::new(move || source::open(&source))),
+        capture: config.capture.clone(),
+    };
+    let device = Device {
+        pipeline,
+        input,
+        reporter: Reporter::start(&config)?,
+        taps,
+        stats_every: Duration::from_secs_f64(config.stats.interval_s),
+    };
+    device.run()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -106,115 +90,96 @@ fn open_source(config: &Config) -> Result<Option<Box<dyn source::FrameSource>>> 
     }
 }
 
-/// The model and what to do with its output.
-struct TaskRunner {
-    pipeline: Pipeline,
-    task: Task,
-    conf: f32,
-    iou: f32,
-    taps_written: Option<Instant>,
+/// Everything the loop runs, loaded and opened before the first frame.
+pub struct Device {
+    pub pipeline: Pipeline,
+    pub input: Input,
+    pub reporter: Reporter,
+    /// Where feature maps are written, for the features task.
+    pub taps: Option<TapWriter>,
+    /// How often stats are logged.
+    pub stats_every: Duration,
 }
 
-impl TaskRunner {
-    fn load(config: &Config) -> Result<TaskRunner> {
-        let bundle = Bundle::open(&config.model.bundle)?;
-        let outputs = match config.task {
-            Task::Features { .. } => Outputs::Taps,
-            _ => Outputs::Head,
-        };
-        let options = ModelOptions {
-            threads: config.model.threads as usize,
-            input_size: None,
-            outputs,
-            integer: true,
-        };
-        let pipeline = Pipeline::load(bundle, &options)?;
-        let defaults = &pipeline.bundle().manifest.output;
-        let (conf, iou) = match config.task {
-            Task::Detect { conf, iou } => {
-                (conf.unwrap_or(defaults.conf), iou.unwrap_or(defaults.iou))
-            }
-            _ => (defaults.conf, defaults.iou),
-        };
-        if let Task::Features {
-            taps_dir: Some(dir),
-            ..
-        } = &config.task
-        {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("task.taps_dir {}: cannot create", dir.display()))?;
+impl Device {
+    /// Runs until the source ends or a signal comes; returns how many frames
+    /// could not be used (bad or truncated at the source, failed in the pipeline).
+    pub fn run(mut self) -> Result<u64> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            // A second signal while shutting down exits at once.
+            signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+                .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
+                .context("installing signal handlers")?;
         }
-        log::info!(
-            "model {}: input {:?}, {} thread(s)",
-            config.model.bundle.display(),
-            pipeline.input_shape(),
-            config.model.threads
-        );
-        Ok(TaskRunner {
-            pipeline,
-            task: config.task.clone(),
-            conf,
-            iou,
-            taps_written: None,
-        })
-    }
-
-    fn process(&mut self, frame: &Frame) -> Result<Report> {
-        // The preprocessor resizes YUV before converting it (runtime/src/preprocess.rs).
-        let rgb = FrameRef::Raw {
-            layout: &frame.layout,
-            bytes: &frame.bytes,
-            colour: frame.colour,
+        let slot = Slot::new(self.input.capture.mode);
+        let capture = {
+            let (input, slot, stop) = (self.input, slot.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || source::capture(input, slot, stop))
+                .context("spawning the capture thread")?
         };
-        let (results, stages_ms) = match &self.task {
-            Task::Classify { top_k } => {
-                let (top, latency) = self.pipeline.classify(rgb, *top_k)?;
-                (Results::Top(top), latency)
-            }
-            Task::Detect { .. } => {
-                let (dets, latency) = self.pipeline.detect(rgb, self.conf, self.iou)?;
-                (Results::Detections(dets), latency)
-            }
-            Task::Features {
-                taps_dir,
-                taps_every_s,
-            } => {
-                let (maps, embedding, latency) = self.pipeline.features(rgb)?;
-                if let Some(dir) = taps_dir.clone() {
-                    self.maybe_write_taps(&dir, *taps_every_s, frame.number, &maps)?;
+        let watchdog = Watchdog::start();
+        let mut stats = Stats::new(self.stats_every);
+        while !stop.load(Ordering::Relaxed) {
+            watchdog.ping();
+            stats.maybe_log(&slot.counters);
+            let frame = match slot.take(Duration::from_millis(100)) {
+                Taken::Frame(frame) => frame,
+                Taken::Timeout => continue,
+                Taken::Closed => break,
+            };
+            match process(&mut self.pipeline, self.taps.as_mut(), &frame) {
+                Ok(report) => {
+                    stats.record(report.latency_ms);
+                    self.reporter.send(report);
                 }
-                (Results::Embedding(embedding), latency)
+                Err(err) => {
+                    stats.failed += 1;
+                    match &frame.file {
+                        Some(file) => log::error!("{}: {err:#}", file.display()),
+                        None => log::error!("frame {}: {err:#}", frame.number),
+                    }
+                }
             }
-        };
-        Ok(Report {
-            frame: frame.number,
-            captured_unix_ms: frame.unix_ms,
-            latency_ms: frame.captured.elapsed().as_secs_f64() * 1e3,
-            stages_ms,
-            results,
-        })
+        }
+        let interrupted = stop.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        self.reporter.finish(FLUSH_TIMEOUT);
+        stats.summary(&slot.counters);
+        if !interrupted {
+            let _ = capture.join();
+        }
+        let counters = &slot.counters;
+        Ok(stats.failed
+            + counters.bad.load(Ordering::Relaxed)
+            + counters.truncated.load(Ordering::Relaxed))
     }
+}
 
-    fn maybe_write_taps(
-        &mut self,
-        dir: &Path,
-        every_s: f64,
-        number: u64,
-        maps: &[FeatureMap],
-    ) -> Result<()> {
-        let due = self
-            .taps_written
-            .is_none_or(|t| t.elapsed().as_secs_f64() >= every_s);
-        if !due {
-            return Ok(());
-        }
-        self.taps_written = Some(Instant::now());
-        for map in maps {
-            let path = dir.join(format!("frame{number:08}_{}.npy", map.name));
-            crate::oneshot::write_npy_map(&path, map)?;
-        }
-        Ok(())
+/// One frame through the pipeline into a report; feature maps are written
+/// before the report goes out.
+fn process(pipeline: &mut Pipeline, taps: Option<&mut TapWriter>, frame: &Frame) -> Result<Report> {
+    // The preprocessor resizes YUV before converting it (runtime/src/preprocess.rs).
+    let pixels = FrameRef::Raw {
+        layout: &frame.layout,
+        bytes: &frame.bytes,
+        colour: frame.colour,
+    };
+    let (results, stages_ms) = pipeline.run(pixels)?;
+    let report = Report {
+        image: frame.file.clone(),
+        frame: frame.number,
+        captured_unix_ms: frame.unix_ms,
+        latency_ms: frame.captured.elapsed().as_secs_f64() * 1e3,
+        stages_ms,
+        results,
+    };
+    if let Some(taps) = taps {
+        taps.write(&report)?;
     }
+    Ok(report)
 }
 
 /// systemd's watchdog, when the unit sets `WatchdogSec=`: pinged from the loop,

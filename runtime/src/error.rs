@@ -28,6 +28,9 @@ pub enum Error {
     Image { path: PathBuf, message: String },
     #[error("{what}: {message}")]
     Frame { what: String, message: String },
+    /// A task the bundle cannot do (detect on a classifier, features without taps).
+    #[error("{bundle}: {message}")]
+    Task { bundle: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Inference(String),
 }

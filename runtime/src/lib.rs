@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
 
+pub use decode::{Results, Task};
 pub use error::{Error, Result};
 pub use frame::RgbFrame;
 pub use model::{Bundle, Manifest, Model, ModelOptions};

@@ -1,11 +1,12 @@
-//! One bundle's whole path from a decoded frame to results.
+//! One bundle's whole path from a decoded frame to results, for the one task
+//! chosen at load.
 
 use std::time::Instant;
 
 use serde::Serialize;
 use tract_onnx::prelude::{TValue, TVec};
 
-use crate::decode::{self, Class, Detection, FeatureMap};
+use crate::decode::{self, FeatureMap, Results, Task};
 use crate::error::{Error, Result};
 use crate::frame::{FrameRef, Geometry};
 use crate::model::{Bundle, Decoding, Model, ModelOptions, Outputs};
@@ -23,25 +24,48 @@ pub struct Pipeline {
     bundle: Bundle,
     model: Model,
     preprocessor: Preprocessor,
-    outputs: Outputs,
+    decoder: Decoder,
+}
+
+/// A [`Task`] checked against the manifest, defaults filled in.
+#[derive(Debug, Clone, Copy)]
+enum Decoder {
+    Classify {
+        top_k: usize,
+    },
+    Detect {
+        conf: f32,
+        iou: f32,
+        /// From the plan's output shape at load; `None` when tract leaves it open.
+        classes: Option<usize>,
+    },
+    Features,
 }
 
 impl Pipeline {
-    pub fn load(bundle: Bundle, options: &ModelOptions) -> Result<Pipeline> {
-        if options.outputs == Outputs::Taps && bundle.manifest.taps.is_empty() {
-            return Err(Error::Manifest {
-                path: bundle.dir.join("manifest.toml"),
-                message: "no [[taps]] are declared, so there are no feature maps".into(),
-            });
+    /// Loads `bundle` for `task`; a task the bundle cannot do is refused here,
+    /// before the network is loaded.
+    pub fn load(bundle: Bundle, task: Task, options: &ModelOptions) -> Result<Pipeline> {
+        let mut decoder = Decoder::resolve(task, &bundle).map_err(|message| Error::Task {
+            bundle: bundle.dir.clone(),
+            message,
+        })?;
+        let model = Model::load(&bundle, options, decoder.outputs())?;
+        if let Decoder::Detect { classes, .. } = &mut decoder
+            && let Some(shape) = model.output_shape(0)
+        {
+            *classes = Some(yolov5_classes(&shape).map_err(|message| Error::Task {
+                bundle: bundle.dir.clone(),
+                message,
+            })?);
         }
-        let model = Model::load(&bundle, options)?;
         let [_, _, h, w] = model.input_shape();
         let preprocessor = Preprocessor::new(&bundle.manifest.input, w as u32, h as u32);
         Ok(Pipeline {
             bundle,
             model,
             preprocessor,
-            outputs: options.outputs.clone(),
+            decoder,
         })
     }
 
@@ -54,71 +78,24 @@ impl Pipeline {
         self.model.input_shape()
     }
 
-    /// The `k` most probable classes.
-    pub fn classify<'f>(
-        &mut self,
-        frame: impl Into<FrameRef<'f>>,
-        k: usize,
-    ) -> Result<(Vec<Class>, Latency)> {
-        self.expect(Decoding::Classifier, Outputs::Head)?;
-        let (outputs, _, mut latency) = self.forward(frame.into())?;
-        let start = Instant::now();
-        let logits = decode::f32_values(&outputs[0])?;
-        let top = decode::top_k(logits, k, |c| self.bundle.label(c));
-        latency.postprocess = ms(start);
-        Ok((top, latency))
-    }
-
-    /// Detections in frame pixels, with the given score and NMS thresholds.
-    pub fn detect<'f>(
-        &mut self,
-        frame: impl Into<FrameRef<'f>>,
-        conf: f32,
-        iou: f32,
-    ) -> Result<(Vec<Detection>, Latency)> {
-        self.expect(Decoding::Yolov5, Outputs::Head)?;
+    /// One frame through preprocessing, the network and decoding.
+    pub fn run<'f>(&mut self, frame: impl Into<FrameRef<'f>>) -> Result<(Results, Latency)> {
         let (outputs, geometry, mut latency) = self.forward(frame.into())?;
         let start = Instant::now();
-        let shape = outputs[0].shape();
-        if shape.len() != 3 || shape[2] <= 5 {
-            return Err(Error::Inference(format!(
-                "YOLOv5 output must be [1, N, 5 + classes], got {shape:?}"
-            )));
-        }
-        let classes = shape[2] - 5;
-        let rows = decode::f32_values(&outputs[0])?;
-        let dets = decode::yolov5::decode(rows, classes, conf, iou, &geometry, |c| {
-            self.bundle.label(c)
-        });
+        let results = self.decode(outputs, &geometry)?;
         latency.postprocess = ms(start);
-        Ok((dets, latency))
+        Ok((results, latency))
     }
 
-    /// The manifest's feature maps, and the embedding: the deepest map averaged
-    /// over space.
-    pub fn features<'f>(
+    /// [`Pipeline::run`], also handing back the network's first output as it
+    /// came out (`quantize eval` measures quantization error on it).
+    pub fn run_with_raw<'f>(
         &mut self,
         frame: impl Into<FrameRef<'f>>,
-    ) -> Result<(Vec<FeatureMap>, Vec<f32>, Latency)> {
-        if self.outputs != Outputs::Taps {
-            return Err(Error::Inference(
-                "the pipeline was loaded for the model's head, not its feature taps".into(),
-            ));
-        }
-        let (outputs, _, mut latency) = self.forward(frame.into())?;
-        let start = Instant::now();
-        let maps = self
-            .bundle
-            .manifest
-            .taps
-            .iter()
-            .zip(outputs)
-            .map(|(tap, value)| FeatureMap::new(&tap.name, tap.stride, value))
-            .collect::<Result<Vec<_>>>()?;
-        let deepest = maps.iter().max_by_key(|m| m.stride);
-        let embedding = deepest.map(FeatureMap::pooled).unwrap_or_default();
-        latency.postprocess = ms(start);
-        Ok((maps, embedding, latency))
+    ) -> Result<(Results, TValue)> {
+        let (outputs, geometry, _) = self.forward(frame.into())?;
+        let raw = outputs[0].clone();
+        Ok((self.decode(outputs, &geometry)?, raw))
     }
 
     /// Runs the network on an already-made input tensor (golden tensors, benchmarks).
@@ -140,19 +117,187 @@ impl Pipeline {
         Ok((outputs, geometry, latency))
     }
 
-    fn expect(&self, decoding: Decoding, outputs: Outputs) -> Result<()> {
-        let actual = self.bundle.manifest.output.decoding;
-        if actual != decoding || self.outputs != outputs {
-            return Err(Error::Inference(format!(
-                "{}: the model decodes as {actual:?} with {:?} outputs, not as {decoding:?}",
-                self.bundle.dir.display(),
-                self.outputs
-            )));
+    fn decode(&self, outputs: TVec<TValue>, geometry: &Geometry) -> Result<Results> {
+        let label = |c| self.bundle.label(c);
+        Ok(match self.decoder {
+            Decoder::Classify { top_k } => Results::Top(decode::top_k(
+                decode::f32_values(&outputs[0])?,
+                top_k,
+                label,
+            )),
+            Decoder::Detect { conf, iou, classes } => {
+                let classes = match classes {
+                    Some(classes) => classes,
+                    None => yolov5_classes(outputs[0].shape()).map_err(Error::Inference)?,
+                };
+                let rows = decode::f32_values(&outputs[0])?;
+                let dets = decode::yolov5::decode(rows, classes, conf, iou, geometry, label);
+                Results::Detections(dets)
+            }
+            Decoder::Features => {
+                let maps = self
+                    .bundle
+                    .manifest
+                    .taps
+                    .iter()
+                    .zip(outputs)
+                    .map(|(tap, value)| FeatureMap::new(&tap.name, tap.stride, value))
+                    .collect::<Result<Vec<_>>>()?;
+                let deepest = maps.iter().max_by_key(|m| m.stride);
+                let embedding = deepest.map(FeatureMap::pooled).unwrap_or_default();
+                Results::Features { maps, embedding }
+            }
+        })
+    }
+}
+
+impl Decoder {
+    /// `task` for this bundle, or why the bundle cannot do it.
+    fn resolve(task: Task, bundle: &Bundle) -> std::result::Result<Decoder, String> {
+        let output = &bundle.manifest.output;
+        let decoding = match output.decoding {
+            Decoding::Classifier => "classifier",
+            Decoding::Yolov5 => "yolov5",
+        };
+        match task {
+            Task::Classify { .. } if output.decoding != Decoding::Classifier => Err(format!(
+                "classify needs a classifier, but the manifest's output decodes as {decoding} (use detect)"
+            )),
+            Task::Classify { top_k: 0 } => Err("classify: top_k must be at least 1".into()),
+            Task::Classify { top_k } => Ok(Decoder::Classify { top_k }),
+            Task::Detect { .. } if output.decoding != Decoding::Yolov5 => Err(format!(
+                "detect needs a YOLOv5 model, but the manifest's output decodes as {decoding} (use classify)"
+            )),
+            Task::Detect { conf, iou } => Ok(Decoder::Detect {
+                conf: threshold("conf", conf.unwrap_or(output.conf))?,
+                iou: threshold("iou", iou.unwrap_or(output.iou))?,
+                classes: None,
+            }),
+            Task::Features if bundle.manifest.taps.is_empty() => {
+                Err("features needs feature taps, but the manifest declares no [[taps]]".into())
+            }
+            Task::Features => Ok(Decoder::Features),
         }
-        Ok(())
+    }
+
+    fn outputs(&self) -> Outputs {
+        match self {
+            Decoder::Features => Outputs::Taps,
+            _ => Outputs::Head,
+        }
+    }
+}
+
+fn threshold(name: &str, value: f32) -> std::result::Result<f32, String> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "detect: {name} must be a number from 0 to 1, got {value}"
+        ))
+    }
+}
+
+/// The class count of a YOLOv5 output shape, `[1, N, 5 + classes]`.
+fn yolov5_classes(shape: &[usize]) -> std::result::Result<usize, String> {
+    match shape {
+        [_, _, row] if *row > 5 => Ok(row - 5),
+        _ => Err(format!(
+            "YOLOv5 output must be [1, N, 5 + classes], got {shape:?}"
+        )),
     }
 }
 
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(name: &str) -> Bundle {
+        Bundle::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    fn refusal(bundle: Bundle, task: Task) -> String {
+        match Pipeline::load(bundle, task, &ModelOptions::default()) {
+            Ok(_) => panic!("{task:?} was accepted"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_task_the_bundle_cannot_do_is_refused_at_load() {
+        let detect = Task::Detect {
+            conf: None,
+            iou: None,
+        };
+        let err = refusal(bundle("mobilenet_v2"), detect);
+        assert!(
+            err.contains("mobilenet_v2: detect needs a YOLOv5 model"),
+            "{err}"
+        );
+        assert!(err.contains("decodes as classifier"), "{err}");
+        let err = refusal(bundle("yolov5n"), Task::Classify { top_k: 5 });
+        assert!(
+            err.contains("yolov5n: classify needs a classifier"),
+            "{err}"
+        );
+        let mut no_taps = bundle("mobilenet_v2");
+        no_taps.manifest.taps.clear();
+        let err = refusal(no_taps, Task::Features);
+        assert!(err.contains("declares no [[taps]]"), "{err}");
+    }
+
+    #[test]
+    fn bad_task_settings_are_refused_at_load() {
+        let err = refusal(bundle("mobilenet_v2"), Task::Classify { top_k: 0 });
+        assert!(err.contains("top_k must be at least 1"), "{err}");
+        let conf = Task::Detect {
+            conf: Some(1.5),
+            iou: None,
+        };
+        let err = refusal(bundle("yolov5n"), conf);
+        assert!(
+            err.contains("conf must be a number from 0 to 1, got 1.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yolov5n_output_shape_is_checked_at_load() {
+        let detect = Task::Detect {
+            conf: None,
+            iou: None,
+        };
+        let pipeline = Pipeline::load(bundle("yolov5n"), detect, &ModelOptions::default()).unwrap();
+        assert!(
+            matches!(
+                pipeline.decoder,
+                Decoder::Detect {
+                    classes: Some(80),
+                    ..
+                }
+            ),
+            "{:?}",
+            pipeline.decoder
+        );
+    }
+
+    #[test]
+    fn yolov5_shapes_give_the_class_count() {
+        assert_eq!(yolov5_classes(&[1, 25200, 85]), Ok(80));
+        assert!(
+            yolov5_classes(&[1, 1000])
+                .unwrap_err()
+                .contains("[1, 1000]")
+        );
+        assert!(yolov5_classes(&[1, 10, 5]).is_err());
+    }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::{read_f32, root};
 use edgebone::decode::f32_values;
-use edgebone::{Bundle, ModelOptions, Pipeline};
+use edgebone::{Bundle, ModelOptions, Pipeline, Task};
 use tract_onnx::prelude::{IntoTValue, Tensor};
 
 fn pipeline(model: &str, integer: bool) -> Pipeline {
@@ -13,7 +13,8 @@ fn pipeline(model: &str, integer: bool) -> Pipeline {
         integer,
         ..Default::default()
     };
-    Pipeline::load(bundle, &options).unwrap()
+    let task = Task::head(&bundle.manifest);
+    Pipeline::load(bundle, task, &options).unwrap()
 }
 
 fn run(pipeline: &mut Pipeline, input: &[f32]) -> Vec<f32> {

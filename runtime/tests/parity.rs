@@ -8,8 +8,7 @@ mod common;
 use common::{read_f32, root};
 use edgebone::decode::f32_values;
 use edgebone::decode::yolov5::iou;
-use edgebone::model::Outputs;
-use edgebone::{Bundle, ModelOptions, Pipeline, RgbFrame};
+use edgebone::{Bundle, ModelOptions, Pipeline, Results, RgbFrame, Task};
 use serde_json::Value;
 use tract_onnx::prelude::{IntoTValue, Tensor};
 
@@ -21,14 +20,14 @@ fn json(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(golden(name)).unwrap()).unwrap()
 }
 
-fn pipeline(model: &str, outputs: Outputs, size: Option<(u32, u32)>) -> Pipeline {
+fn pipeline(model: &str, task: Option<Task>, size: Option<(u32, u32)>) -> Pipeline {
     let bundle = Bundle::open(root().join("models").join(model)).unwrap();
     let options = ModelOptions {
-        outputs,
         input_size: size,
         ..Default::default()
     };
-    Pipeline::load(bundle, &options).unwrap()
+    let task = task.unwrap_or_else(|| Task::head(&bundle.manifest));
+    Pipeline::load(bundle, task, &options).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -48,7 +47,7 @@ fn run_golden(pipeline: &mut Pipeline, input: &str) -> Vec<f32> {
 
 #[test]
 fn mobilenet_v2_reproduces_golden_logits() {
-    let mut mobilenet = pipeline("mobilenet_v2", Outputs::Head, None);
+    let mut mobilenet = pipeline("mobilenet_v2", None, None);
     for i in 0..4 {
         let logits = run_golden(&mut mobilenet, &format!("mobilenet_v2.input{i}.f32"));
         let expected = read_f32(&golden(&format!("mobilenet_v2.logits{i}.f32")));
@@ -59,7 +58,7 @@ fn mobilenet_v2_reproduces_golden_logits() {
 
 #[test]
 fn yolov5n_reproduces_the_golden_raw_output() {
-    let mut yolo = pipeline("yolov5n", Outputs::Head, None);
+    let mut yolo = pipeline("yolov5n", None, None);
     let output = run_golden(&mut yolo, "yolov5n.bus.input.f32");
     let expected = read_f32(&golden("yolov5n.bus.output.f32"));
     assert_eq!(output.len(), expected.len());
@@ -91,9 +90,15 @@ fn yolov5n_reproduces_the_golden_raw_output() {
 /// The golden detections (Ultralytics' own pipeline) on bus.jpg, each found by
 /// `model` with a box overlapping by `min_iou` and a score within `score_tol`.
 fn assert_golden_bus_objects(model: &str, min_iou: f32, score_tol: f32) {
-    let mut yolo = pipeline(model, Outputs::Head, None);
+    let detect = Task::Detect {
+        conf: Some(0.25),
+        iou: Some(0.45),
+    };
+    let mut yolo = pipeline(model, Some(detect), None);
     let frame = RgbFrame::open(&root().join("tests/data/images/bus.jpg")).unwrap();
-    let (dets, _) = yolo.detect(&frame, 0.25, 0.45).unwrap();
+    let Results::Detections(dets) = yolo.run(&frame).unwrap().0 else {
+        panic!("a detect pipeline gives detections")
+    };
     let expected = json("yolov5n.bus.json")["detections"]
         .as_array()
         .unwrap()
@@ -140,9 +145,11 @@ fn yolov5n_int8_finds_the_golden_objects_on_bus_jpg() {
 }
 
 fn tap_shapes(model: &str, size: u32) -> Vec<(String, u32, Vec<usize>)> {
-    let mut p = pipeline(model, Outputs::Taps, Some((size, size)));
+    let mut p = pipeline(model, Some(Task::Features), Some((size, size)));
     let frame = RgbFrame::new(size * 2, size * 2, vec![128; (size * size * 12) as usize]).unwrap();
-    let (maps, embedding, _) = p.features(&frame).unwrap();
+    let Results::Features { maps, embedding } = p.run(&frame).unwrap().0 else {
+        panic!("a features pipeline gives feature maps")
+    };
     let deepest = maps.last().unwrap();
     assert_eq!(embedding.len(), deepest.tensor.shape()[1]);
     maps.iter()
@@ -193,7 +200,7 @@ fn resnet18_taps_at_640() {
 
 #[test]
 fn resnet18_taps_match_pytorch_sums_on_ones() {
-    let mut p = pipeline("resnet18_random", Outputs::Taps, Some((640, 640)));
+    let mut p = pipeline("resnet18_random", Some(Task::Features), Some((640, 640)));
     let ones = Tensor::from_shape(&[1, 3, 640, 640], &vec![1f32; 3 * 640 * 640]).unwrap();
     let outputs = p.infer(ones.into_tvalue()).unwrap();
     let expected = json("resnet18_random.features640.json");

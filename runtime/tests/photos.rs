@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use edgebone::{Bundle, ModelOptions, Pipeline, RgbFrame};
+use edgebone::{Bundle, ModelOptions, Pipeline, Results, RgbFrame, Task};
 use serde_json::Value;
 
 fn data() -> PathBuf {
@@ -32,14 +32,17 @@ fn mobilenet_v2_agrees_with_pytorch_on_the_test_photos() {
     let labels = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
     let bundle =
         Bundle::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mobilenet_v2")).unwrap();
-    let mut pipeline = Pipeline::load(bundle, &ModelOptions::default()).unwrap();
+    let top1 = Task::Classify { top_k: 1 };
+    let mut pipeline = Pipeline::load(bundle, top1, &ModelOptions::default()).unwrap();
     let (mut agree, mut correct, mut total) = (0, 0, 0);
     let mut disagreements = Vec::new();
     for line in labels.lines().skip(1) {
         let fields: Vec<&str> = line.split('\t').collect();
         let (file, label): (&str, u64) = (fields[0], fields[1].parse().unwrap());
         let frame = RgbFrame::open(&dir.join(file)).unwrap();
-        let (top, _) = pipeline.classify(&frame, 1).unwrap();
+        let Results::Top(top) = pipeline.run(&frame).unwrap().0 else {
+            panic!("a classify pipeline gives classes")
+        };
         let ours = top[0].class as u64;
         total += 1;
         correct += (ours == label) as usize;

@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
-use edgebone::Bundle;
-use edgebone::decode::yolov5::{self, Detection, iou};
-use edgebone::frame::Geometry;
-use edgebone::model::manifest::OutputSpec;
-use edgebone::model::{Decoding, InputSpec, Model, ModelOptions};
+use anyhow::{Context, Result, bail};
+use edgebone::decode::yolov5::{Detection, iou};
+use edgebone::decode::{Results, Task, f32_values};
+use edgebone::model::{Decoding, ModelOptions};
+use edgebone::{Bundle, Pipeline, RgbFrame};
 use serde::Serialize;
-use tract_onnx::prelude::Tensor;
 
 use crate::images;
 
@@ -30,7 +28,7 @@ pub struct Report {
     pub detections: Option<DetectionReport>,
 }
 
-/// Float's detections taken as the reference for int8's, in model-input pixels.
+/// Float's detections taken as the reference for int8's, in image pixels.
 #[derive(Debug, Serialize)]
 pub struct DetectionReport {
     pub float: usize,
@@ -63,64 +61,49 @@ pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Res
     }
     let files = images::list(dir, "evaluation")?;
     let labels = images::labels(dir)?;
-    let options = ModelOptions {
-        threads,
-        ..Default::default()
-    };
-    let mut float_model = Model::load(float, &options)?;
-    let mut int8_model = Model::load(int8, &options)?;
-    let output = &float.manifest.output;
+    let decoding = float.manifest.output.decoding;
+    let mut float = pipeline(float, threads)?;
+    let mut int8 = pipeline(int8, threads)?;
     let mut tally = Tally::default();
-    images::for_each(&files, a, "evaluating", |path, input| {
-        let f = float_model.run(input.clone())?;
-        let q = int8_model.run(input)?;
-        if output.decoding == Decoding::Yolov5 {
-            let (f, q) = (detect(&f[0], output, a)?, detect(&q[0], output, a)?);
-            tally.detections.add(&f, &q);
+    let bar = images::progress(files.len(), "evaluating");
+    for path in &files {
+        bar.inc(1);
+        // An image the float model cannot take (unreadable, too small) is skipped;
+        // the int8 model takes the same input, so its failure is an error.
+        let run = RgbFrame::open(path).and_then(|frame| Ok((float.run_with_raw(&frame)?, frame)));
+        let ((f, f_raw), frame) = match run {
+            Ok(run) => run,
+            Err(err) => {
+                bar.suspend(|| log::warn!("skipped: {err}"));
+                continue;
+            }
+        };
+        let (q, q_raw) = int8
+            .run_with_raw(&frame)
+            .with_context(|| path.display().to_string())?;
+        if let (Results::Detections(f), Results::Detections(q)) = (&f, &q) {
+            tally.detections.add(f, q);
         }
-        let (f, q) = (
-            edgebone::decode::f32_values(&f[0])?,
-            edgebone::decode::f32_values(&q[0])?,
-        );
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let label = labels.as_ref().and_then(|l| l.get(name)).copied();
-        tally.add(f, q, label);
-        Ok(())
-    })
-    .map_err(|e| anyhow!("{e:#}"))?;
-    tally.report(output.decoding)
+        tally.add(f32_values(&f_raw)?, f32_values(&q_raw)?, label);
+    }
+    bar.finish_and_clear();
+    tally.report(decoding)
 }
 
-/// Decodes YOLOv5 rows with the manifest's thresholds, boxes left in
-/// model-input pixels (IoU does not depend on the letterbox).
-fn detect(rows: &Tensor, output: &OutputSpec, input: &InputSpec) -> Result<Vec<Detection>> {
-    let row = *rows.shape().last().unwrap_or(&0);
-    if row <= 5 {
-        bail!(
-            "YOLOv5 output of shape {:?}: expected [1, N, 5 + classes]",
-            rows.shape()
-        );
-    }
-    let values = edgebone::decode::f32_values(rows)?;
-    let identity = Geometry {
-        scale_x: 1.0,
-        scale_y: 1.0,
-        offset_x: 0.0,
-        offset_y: 0.0,
-        frame_width: input.width,
-        frame_height: input.height,
+/// The bundle's own head, decoded as the manifest says (detections with its
+/// thresholds).
+fn pipeline(bundle: &Bundle, threads: usize) -> Result<Pipeline> {
+    let options = ModelOptions {
+        threads,
+        ..Default::default()
     };
-    Ok(yolov5::decode(
-        values,
-        row - 5,
-        output.conf,
-        output.iou,
-        &identity,
-        |c| c.to_string(),
-    ))
+    let task = Task::head(&bundle.manifest);
+    Ok(Pipeline::load(bundle.clone(), task, &options)?)
 }
 
 #[derive(Default)]

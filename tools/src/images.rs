@@ -75,12 +75,7 @@ pub fn for_each(
     mut each: impl FnMut(&Path, TValue) -> Result<()>,
 ) -> Result<usize> {
     let mut pre = Preprocessor::new(spec, spec.width, spec.height);
-    let bar = ProgressBar::new(files.len() as u64).with_message(message.to_string());
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress(files.len(), message);
     let mut used = 0;
     for path in files {
         bar.inc(1);
@@ -95,4 +90,15 @@ pub fn for_each(
     }
     bar.finish_and_clear();
     Ok(used)
+}
+
+/// A progress bar over `len` images, on stderr.
+pub fn progress(len: usize, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64).with_message(message.to_string());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }

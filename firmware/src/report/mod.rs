@@ -1,25 +1,29 @@
 //! Where results go: NDJSON on stdout, the serial port (its own thread, so a slow
-//! or absent device never stalls inference) and GPIO rules (their own thread, for
-//! hold and pulse timing).
+//! or absent device never stalls inference), GPIO rules (their own thread, for
+//! hold and pulse timing) and feature maps as .npy files.
 
 pub mod gpio;
 pub mod serial;
 pub mod stdout;
+pub mod taps;
 pub mod wire;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use edgebone::Latency;
-use edgebone::decode::{Class, Detection};
+use edgebone::{Latency, Results};
 use serde::Serialize;
 
 use crate::config::Config;
 
-/// One processed frame.
+/// One processed frame: a line on stdout (README, "Report format").
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The image file the frame was read from (one-shot commands, folder sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<PathBuf>,
     pub frame: u64,
     pub captured_unix_ms: f64,
     /// Capture to report, milliseconds.
@@ -29,22 +33,12 @@ pub struct Report {
     pub results: Results,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Results {
-    Top(Vec<Class>),
-    Detections(Vec<Detection>),
-    Embedding(Vec<f32>),
-}
-
-impl Results {
-    /// (label, score) of every class or detection, for GPIO rules.
-    pub fn hits(&self) -> Vec<(String, f32)> {
-        match self {
-            Results::Top(top) => top.iter().map(|c| (c.label.clone(), c.score)).collect(),
-            Results::Detections(dets) => dets.iter().map(|d| (d.label.clone(), d.score)).collect(),
-            Results::Embedding(_) => Vec::new(),
-        }
+/// (label, score) of every class or detection, for GPIO rules.
+fn hits(results: &Results) -> Vec<(String, f32)> {
+    match results {
+        Results::Top(top) => top.iter().map(|c| (c.label.clone(), c.score)).collect(),
+        Results::Detections(dets) => dets.iter().map(|d| (d.label.clone(), d.score)).collect(),
+        Results::Features { .. } => Vec::new(),
     }
 }
 
@@ -80,10 +74,19 @@ impl Reporter {
         })
     }
 
+    /// Reports on stdout alone (the one-shot commands).
+    pub fn stdout() -> Reporter {
+        Reporter {
+            stdout: Some(std::io::stdout()),
+            serial: None,
+            gpio: None,
+        }
+    }
+
     pub fn send(&mut self, report: Report) {
         let report = Arc::new(report);
         if let Some(gpio) = &self.gpio {
-            gpio.send(report.results.hits());
+            gpio.send(hits(&report.results));
         }
         if let Some(serial) = &self.serial {
             serial.send(report.clone());

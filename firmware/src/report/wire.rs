@@ -1,7 +1,9 @@
 //! The two serial wire formats (docs/serial.md).
 //!
-//! - NDJSON: the stdout line with a `seq` first and a `crc` last: CRC-32 (zlib's)
-//!   of the line's bytes before `,"crc":`, as 8 hex digits.
+//! - NDJSON: `seq`, then the stdout line's `frame`, `captured_unix_ms`,
+//!   `latency_ms`, `stages_ms` and `top`, `detections` or `embedding` (no `image`,
+//!   no feature summaries), then a `crc` last: CRC-32 (zlib's) of the line's bytes
+//!   before `,"crc":`, as 8 hex digits.
 //! - Binary, for microcontrollers: a postcard-encoded [`WireReport`], then the
 //!   CRC-32 of those bytes (little-endian u32), COBS-encoded, then one 0x00 byte.
 //!
@@ -9,9 +11,11 @@
 //! gap when reports were lost (a device that was away too long, a corrupt frame).
 
 use crc::{CRC_32_ISO_HDLC, Crc};
+use edgebone::decode::{Class, Detection};
+use edgebone::{Latency, Results};
 use serde::{Deserialize, Serialize};
 
-use super::{Report, Results};
+use super::Report;
 
 /// CRC-32/ISO-HDLC: the CRC of zlib, Python's `zlib.crc32`, Ethernet.
 pub const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
@@ -34,14 +38,42 @@ pub enum WireResults {
     Embedding(Vec<f32>),
 }
 
+/// The fields of an NDJSON line, spelled out so that the stdout report can grow
+/// without changing what a receiver parses.
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u32,
+    frame: u64,
+    captured_unix_ms: f64,
+    latency_ms: f64,
+    stages_ms: &'a Latency,
+    #[serde(flatten)]
+    results: LineResults<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum LineResults<'a> {
+    Top(&'a [Class]),
+    Detections(&'a [Detection]),
+    Embedding(&'a [f32]),
+}
+
 pub fn ndjson(seq: u32, report: &Report) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        seq: u32,
-        #[serde(flatten)]
-        report: &'a Report,
-    }
-    let mut line = serde_json::to_vec(&Line { seq, report }).expect("reports serialize");
+    let results = match &report.results {
+        Results::Top(top) => LineResults::Top(top),
+        Results::Detections(dets) => LineResults::Detections(dets),
+        Results::Features { embedding, .. } => LineResults::Embedding(embedding),
+    };
+    let fields = Line {
+        seq,
+        frame: report.frame,
+        captured_unix_ms: report.captured_unix_ms,
+        latency_ms: report.latency_ms,
+        stages_ms: &report.stages_ms,
+        results,
+    };
+    let mut line = serde_json::to_vec(&fields).expect("reports serialize");
     line.pop(); // the closing brace
     let crc = CRC32.checksum(&line);
     line.extend_from_slice(format!(",\"crc\":\"{crc:08x}\"}}\n").as_bytes());
@@ -58,7 +90,7 @@ pub fn binary(seq: u32, report: &Report) -> Vec<u8> {
                 .map(|d| (d.class as u16, d.score, d.bbox))
                 .collect(),
         ),
-        Results::Embedding(e) => WireResults::Embedding(e.clone()),
+        Results::Features { embedding, .. } => WireResults::Embedding(embedding.clone()),
     };
     let wire = WireReport {
         seq,
@@ -77,11 +109,12 @@ pub fn binary(seq: u32, report: &Report) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgebone::Latency;
-    use edgebone::decode::Class;
+    use edgebone::decode::FeatureMap;
+    use tract_onnx::prelude::{IntoTValue, Tensor};
 
     fn report() -> Report {
         Report {
+            image: None,
             frame: 7,
             captured_unix_ms: 1.5e12,
             latency_ms: 21.25,
@@ -120,5 +153,39 @@ mod tests {
         let cut = text.rfind(",\"crc\":").unwrap();
         let crc = format!("{:08x}", CRC32.checksum(&line[..cut]));
         assert_eq!(value["crc"], crc.as_str());
+    }
+
+    /// The lines as they were before reports gained `image` and feature
+    /// summaries: a receiver must see the same bytes.
+    #[test]
+    fn ndjson_lines_keep_their_bytes() {
+        let head = r#"{"seq":1,"frame":7,"captured_unix_ms":1500000000000.0,"latency_ms":21.25,"stages_ms":{"preprocess":0.0,"infer":0.0,"postprocess":0.0},"#;
+        let mut top = report();
+        top.image = Some("photo.jpg".into());
+        let mut detections = report();
+        detections.results = Results::Detections(vec![Detection {
+            class: 5,
+            label: "bus".into(),
+            score: 0.5,
+            bbox: [1.0, 2.0, 3.0, 4.5],
+        }]);
+        let map = Tensor::from_shape(&[1, 2, 1, 1], &[1f32, 3.0]).unwrap();
+        let mut features = report();
+        features.results = Results::Features {
+            maps: vec![FeatureMap::new("layer4", 32, map.into_tvalue()).unwrap()],
+            embedding: vec![1.0, 3.0],
+        };
+        for (report, results) in [
+            (top, r#""top":[{"class":15,"label":"robin","score":0.75}]"#),
+            (
+                detections,
+                r#""detections":[{"class":5,"label":"bus","score":0.5,"box":[1.0,2.0,3.0,4.5]}]"#,
+            ),
+            (features, r#""embedding":[1.0,3.0]"#),
+        ] {
+            let line = String::from_utf8(ndjson(1, &report)).unwrap();
+            let cut = line.rfind(",\"crc\":").unwrap();
+            assert_eq!(&line[..cut], format!("{head}{results}"));
+        }
     }
 }

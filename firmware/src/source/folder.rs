@@ -1,5 +1,6 @@
 //! The JPEG/PNG files of a folder, in name order, paced at a frame rate: demos
-//! and tests without a camera.
+//! and tests without a camera. Also the image files given to the one-shot
+//! commands, in the order given, as fast as they are taken.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,9 +62,25 @@ impl Folder {
             due: Instant::now(),
         })
     }
+
+    /// These files once, unpaced: a file that cannot be read is a bad frame,
+    /// not an error at start.
+    pub fn from_files(files: Vec<PathBuf>) -> Folder {
+        Folder {
+            files,
+            next: 0,
+            repeat: false,
+            period: Duration::ZERO,
+            due: Instant::now(),
+        }
+    }
 }
 
 impl FrameSource for Folder {
+    fn file(&self) -> Option<&Path> {
+        self.next.checked_sub(1).map(|i| self.files[i].as_path())
+    }
+
     fn next(&mut self) -> Result<Option<Pixels>, ReadError> {
         if self.next == self.files.len() {
             if !self.repeat {

@@ -7,7 +7,7 @@ mod pipe;
 mod v4l;
 mod video;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -106,6 +106,8 @@ pub enum Mode {
     EveryFrame,
 }
 
+pub use folder::Folder;
+
 /// One captured frame, still in the source's pixel format: conversion happens on
 /// the inference thread, only for the frames that are processed.
 pub struct Frame {
@@ -116,6 +118,8 @@ pub struct Frame {
     pub layout: RawLayout,
     pub colour: Colour,
     pub bytes: Vec<u8>,
+    /// The image file it was read from (folder sources).
+    pub file: Option<PathBuf>,
 }
 
 /// Raw pixels as a source reads them.
@@ -138,6 +142,23 @@ pub enum ReadError {
 pub trait FrameSource: Send {
     /// The next frame, `Ok(None)` at the end of the stream.
     fn next(&mut self) -> Result<Option<Pixels>, ReadError>;
+
+    /// The file the last frame came from, for sources that read files.
+    fn file(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// Opens a source again after it was lost.
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn FrameSource>> + Send>;
+
+/// Where the loop's frames come from.
+pub struct Input {
+    /// The source opened at start; `None` while a camera is not there yet.
+    pub opened: Option<Box<dyn FrameSource>>,
+    /// `None`: the source cannot be opened again, and losing it ends the stream.
+    pub reopen: Option<Reopen>,
+    pub capture: CaptureConfig,
 }
 
 /// Opens the configured source; may be called again after `Lost`.
@@ -258,18 +279,20 @@ impl Slot {
 
 /// Runs capture until the source ends or `stop` is set; reopens a lost source with
 /// back-off.
-pub fn capture(
-    source: SourceConfig,
-    config: CaptureConfig,
-    mut opened: Option<Box<dyn FrameSource>>,
-    slot: Arc<Slot>,
-    stop: Arc<AtomicBool>,
-) {
+pub fn capture(input: Input, slot: Arc<Slot>, stop: Arc<AtomicBool>) {
+    let Input {
+        mut opened,
+        mut reopen,
+        capture: config,
+    } = input;
     let mut number = 0u64;
     let mut backoff = Backoff::new(&config);
     while !stop.load(Ordering::Relaxed) {
         let Some(src) = opened.as_mut() else {
-            match open(&source) {
+            let Some(reopen) = reopen.as_mut() else {
+                break;
+            };
+            match reopen() {
                 Ok(src) => {
                     if backoff.attempts > 0 {
                         log::info!("source: back after {} attempt(s)", backoff.attempts);
@@ -284,7 +307,9 @@ pub fn capture(
         match src.next() {
             Ok(Some(pixels)) => {
                 slot.counters.captured.fetch_add(1, Ordering::Relaxed);
-                slot.put(stamp(number, pixels), &stop);
+                let mut frame = stamp(number, pixels);
+                frame.file = src.file().map(Path::to_path_buf);
+                slot.put(frame, &stop);
                 number += 1;
             }
             Ok(None) => break,
@@ -296,7 +321,7 @@ pub fn capture(
             }
             Err(ReadError::Bad(message)) => {
                 slot.counters.bad.fetch_add(1, Ordering::Relaxed);
-                log::warn!("source: {message}; skipped");
+                log::error!("source: {message}; skipped");
             }
             Err(ReadError::Lost(err)) => {
                 log::warn!("source: lost: {err:#}");
@@ -320,6 +345,7 @@ fn stamp(number: u64, pixels: Pixels) -> Frame {
         layout: pixels.layout,
         colour: pixels.colour,
         bytes: pixels.bytes,
+        file: None,
     }
 }
 

@@ -8,7 +8,7 @@ use super::{Bundle, int8};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Outputs {
     /// The graph's own output (logits, detections).
     #[default]
@@ -23,7 +23,6 @@ pub struct ModelOptions {
     pub threads: usize,
     /// Input width and height; `None` keeps the manifest's size.
     pub input_size: Option<(u32, u32)>,
-    pub outputs: Outputs,
     /// Run quantized (QDQ) models as integer operators; `false` runs them as
     /// written, in float (the reference the integer path is checked against).
     pub integer: bool,
@@ -34,7 +33,6 @@ impl Default for ModelOptions {
         ModelOptions {
             threads: 1,
             input_size: None,
-            outputs: Outputs::Head,
             integer: true,
         }
     }
@@ -50,12 +48,12 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn load(bundle: &Bundle, options: &ModelOptions) -> Result<Model> {
+    pub fn load(bundle: &Bundle, options: &ModelOptions, outputs: Outputs) -> Result<Model> {
         let path = bundle.network_path();
         let spec = &bundle.manifest.input;
         let (width, height) = options.input_size.unwrap_or((spec.width, spec.height));
         let input_shape = [1, 3, height as usize, width as usize];
-        let outputs: Vec<&str> = match options.outputs {
+        let outputs: Vec<&str> = match outputs {
             Outputs::Head => bundle
                 .manifest
                 .output
@@ -88,6 +86,13 @@ impl Model {
     /// `[1, 3, height, width]`
     pub fn input_shape(&self) -> [usize; 4] {
         self.input_shape
+    }
+
+    /// The shape of output `index` when the plan fixes it (it does for a fixed
+    /// input size and the usual networks).
+    pub fn output_shape(&self, index: usize) -> Option<Vec<usize>> {
+        let fact = self.state.model().output_fact(index).ok()?;
+        fact.shape.as_concrete().map(<[usize]>::to_vec)
     }
 
     pub fn run(&mut self, input: TValue) -> Result<TVec<TValue>> {
