@@ -307,9 +307,8 @@ pub fn capture(input: Input, slot: Arc<Slot>, stop: Arc<AtomicBool>) {
         match src.next() {
             Ok(Some(pixels)) => {
                 slot.counters.captured.fetch_add(1, Ordering::Relaxed);
-                let mut frame = stamp(number, pixels);
-                frame.file = src.file().map(Path::to_path_buf);
-                slot.put(frame, &stop);
+                let file = src.file().map(Path::to_path_buf);
+                slot.put(stamp(number, pixels, file), &stop);
                 number += 1;
             }
             Ok(None) => break,
@@ -333,7 +332,7 @@ pub fn capture(input: Input, slot: Arc<Slot>, stop: Arc<AtomicBool>) {
     slot.close();
 }
 
-fn stamp(number: u64, pixels: Pixels) -> Frame {
+fn stamp(number: u64, pixels: Pixels, file: Option<PathBuf>) -> Frame {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64() * 1e3)
@@ -345,7 +344,7 @@ fn stamp(number: u64, pixels: Pixels) -> Frame {
         layout: pixels.layout,
         colour: pixels.colour,
         bytes: pixels.bytes,
-        file: None,
+        file,
     }
 }
 
@@ -394,6 +393,7 @@ mod tests {
                 colour: Colour::default(),
                 bytes: vec![0; 3],
             },
+            None,
         )
     }
 
