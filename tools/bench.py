@@ -38,6 +38,13 @@ CASES = [
     ("yolov5n", "yolov5n_int8", "tests/data/golden/yolov5n.bus.input.f32"),
 ]
 
+# ncnn's published 1-thread times (its benchmark/README.md: Raspberry Pi 4 at 1.8 GHz,
+# Raspberry Pi 5 at 2.4 GHz), ms, for the models ncnn's benchmark has.
+NCNN_PUBLISHED_MS = {
+    "a72": {"mobilenet_v2": 93.5, "resnet18": 191.1, "resnet18_int8": 158.5},
+    "a76": {"mobilenet_v2": 16.4, "resnet18": 29.7, "resnet18_int8": 36.4},
+}
+
 
 def network(bundle):
     manifest = (bundle / "manifest.toml").read_text()
@@ -54,13 +61,15 @@ def make_int8(quantize, bundle, out):
     return out
 
 
-def edgebone_median(binary, bundle, tensor, threads, runs, warmup):
+def edgebone_median(binary, bundle, tensor, threads, runs, warmup, family="native"):
+    """Median ms and the kernels that ran (`EDGEBONE_KERNELS=family`)."""
     out = subprocess.run(
         [str(binary), "bench", "--model", str(bundle), "--threads", str(threads),
          "--runs", str(runs), "--warmup", str(warmup), "--input", str(ROOT / tensor)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env={**os.environ, "EDGEBONE_KERNELS": family},
     )
-    return json.loads(out.stdout)["median_ms"]
+    report = json.loads(out.stdout)
+    return report["median_ms"], report["kernels"]
 
 
 def ort_median(onnx_file, tensor, threads, runs, warmup):
@@ -99,6 +108,77 @@ def run_e2e(binary, bundle, threads, seconds, fps=30):
     return json.loads(line.split("summary ", 1)[1])
 
 
+def cpu_flags():
+    text = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
+    line = next((l for l in text.splitlines() if l.startswith(("flags", "Features"))), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def default_families():
+    """The CPU's own kernels, plus the lower x86 family when this CPU has a higher one."""
+    return ["native", "avx2"] if "avx512f" in cpu_flags() else ["native"]
+
+
+def ort_best_int8(float_onnx, tensor, out):
+    """ONNX Runtime's fast x86 int8: quantize_static, per-channel int8 weights, uint8
+    activations, QDQ. Calibrated on the timing input alone: this file is for timing,
+    its accuracy is not what is measured."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    session = ort.InferenceSession(str(float_onnx), providers=["CPUExecutionProvider"])
+    meta = session.get_inputs()[0]
+    x = np.fromfile(ROOT / tensor, dtype="<f4").reshape(meta.shape)
+
+    class Once(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{meta.name: x}, {meta.name: x * 0.9}])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(float_onnx), str(out), Once(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def print_armcount(results):
+    """Instructions per inference under qemu (armcount's JSON results), edgebone against
+    ncnn, and Pi times estimated by scaling ncnn's published 1-thread times."""
+    res = {}
+    for path in sorted(pathlib.Path(results).glob("*.json")):
+        p = json.loads(path.read_text())
+        if "insns" in p:
+            res[p["engine"], p["model"], p["core"]] = p
+    order = ["mobilenet_v2", "mobilenet_v2_int8", "resnet18", "resnet18_int8", "yolov5n", "yolov5n_int8"]
+    models = sorted({m for _, m, _ in res}, key=lambda m: order.index(m) if m in order else len(order))
+
+    def cell(engine, model, core):
+        p = res.get((engine, model, core))
+        if not p:
+            return "–"
+        mac = p["class"].get("simd_mac", 0) + p["class"].get("simd_dot", 0)
+        return f"{p['insns'] / 1e6:,.0f} ({mac / 1e6:,.0f})"
+
+    print(f"\nARM, instructions per inference in millions (SIMD multiply-accumulate and dot in brackets), "
+          f"1 thread, counted under qemu ({results}):\n")
+    print("| model | ncnn A72 | edgebone A72 | ncnn A76 | edgebone A76 |")
+    print("|---|---:|---:|---:|---:|")
+    for m in models:
+        print(f"| {m} | {cell('ncnn', m, 'a72')} | {cell('edgebone', m, 'a72')} | "
+              f"{cell('ncnn', m, 'a76')} | {cell('edgebone', m, 'a76')} |")
+    print("\nEstimated Pi time: ncnn's published 1-thread ms × edgebone's instructions / ncnn's "
+          "(IPC differences ignored):\n")
+    print("| model | Pi 4 ncnn ms | Pi 4 edgebone est. ms | Pi 5 ncnn ms | Pi 5 edgebone est. ms |")
+    print("|---|---:|---:|---:|---:|")
+    for m in NCNN_PUBLISHED_MS["a72"]:
+        row = [m]
+        for core in ("a72", "a76"):
+            n, e = res.get(("ncnn", m, core)), res.get(("edgebone", m, core))
+            ms = NCNN_PUBLISHED_MS[core][m]
+            row += [f"{ms}", f"{ms * e['insns'] / n['insns']:.1f}" if n and e else "–"]
+        print("| " + " | ".join(row) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edgebone", default=ROOT / "target/release/edgebone", type=pathlib.Path)
@@ -106,7 +186,12 @@ def main():
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--kernels", nargs="+", default=default_families(),
+                        help="EDGEBONE_KERNELS families to time (default: native, and avx2 on AVX-512 CPUs)")
+    parser.add_argument("--models", nargs="+", default=[c[0] for c in CASES])
     parser.add_argument("--e2e-seconds", type=float, default=20, help="0 skips the end-to-end run")
+    parser.add_argument("--armcount", type=pathlib.Path,
+                        help="also print the ARM instruction-count table from this armcount results folder")
     parser.add_argument("--ort-only", type=pathlib.Path, nargs="+",
                         help="only time ONNX Runtime on these ONNX files (1 thread) with --input")
     parser.add_argument("--input", default="tests/data/golden/mobilenet_v2.input0.f32")
@@ -122,30 +207,32 @@ def main():
         if not binary.exists():
             sys.exit(f"{binary}: not built; run: cargo build --release -p edgebone-firmware -p edgebone-tools")
 
-    print(f"{platform.machine()}, {platform.processor() or 'cpu'}; onnxruntime {ort.__version__}; "
-          f"median of {args.runs} runs after {args.warmup} warm-up runs, inference only\n")
-    print("| model | threads | edgebone (ms) | ONNX Runtime (ms) | edgebone / ORT |")
-    print("|---|---|---|---|---|")
-    medians = {}
+    flags = cpu_flags()
+    print(f"{platform.machine()}, {'AVX-512 VNNI' if 'avx512_vnni' in flags else 'AVX2+FMA' if 'avx2' in flags else 'cpu'}; "
+          f"onnxruntime {ort.__version__}; median of {args.runs} runs after {args.warmup} warm-up runs, "
+          f"inference only; ratios < 1 mean edgebone is faster\n")
+    print("| model | threads | kernels | float ms | ORT float ms | float / ORT | int8 ms | ORT best int8 ms "
+          "| int8 / ORT best | int8 / float |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for float_name, int8_name, tensor in CASES:
+        for float_name, int8_name, tensor in (c for c in CASES if c[0] in args.models):
             float_bundle = ROOT / "models" / float_name
             int8_bundle = (ROOT / "models" / int8_name if int8_name
                            else make_int8(args.quantize, float_bundle, pathlib.Path(tmp) / f"{float_name}_int8"))
-            for kind, bundle in (("float", float_bundle), ("int8", int8_bundle)):
-                for threads in args.threads:
-                    ours = edgebone_median(args.edgebone, bundle, tensor, threads, args.runs, args.warmup)
-                    theirs = ort_median(network(bundle), tensor, threads, args.runs, args.warmup)
-                    medians[float_name, kind, threads] = (ours, theirs)
-                    print(f"| {float_name} {kind} | {threads} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f}x |",
-                          flush=True)
-    print("\nint8 against float (time ratio, < 1 is faster), and edgebone int8 against ONNX Runtime int8:\n")
-    print("| model | threads | edgebone int8 / float | ORT int8 / float | edgebone int8 / ORT int8 |")
-    print("|---|---|---|---|---|")
-    for float_name, _, _ in CASES:
-        for threads in args.threads:
-            (f_ours, f_ort), (q_ours, q_ort) = (medians[float_name, k, threads] for k in ("float", "int8"))
-            print(f"| {float_name} | {threads} | {q_ours / f_ours:.2f} | {q_ort / f_ort:.2f} | {q_ours / q_ort:.2f}x |")
+            best = ort_best_int8(network(float_bundle), tensor, pathlib.Path(tmp) / f"{float_name}_ort_best.onnx")
+            for threads in args.threads:
+                ort_float = ort_median(network(float_bundle), tensor, threads, args.runs, args.warmup)
+                ort_int8 = ort_median(best, tensor, threads, args.runs, args.warmup)
+                for family in args.kernels:
+                    f_ms, kernels = edgebone_median(args.edgebone, float_bundle, tensor, threads, args.runs,
+                                                    args.warmup, family)
+                    q_ms, _ = edgebone_median(args.edgebone, int8_bundle, tensor, threads, args.runs,
+                                              args.warmup, family)
+                    print(f"| {float_name} | {threads} | {kernels} | {f_ms:.2f} | {ort_float:.2f} | "
+                          f"{f_ms / ort_float:.2f} | {q_ms:.2f} | {ort_int8:.2f} | {q_ms / ort_int8:.2f} | "
+                          f"{q_ms / f_ms:.2f} |", flush=True)
+    if args.armcount:
+        print_armcount(args.armcount)
     if args.e2e_seconds > 0:
         print(f"\n`edgebone run`, MobileNetV2, 30 fps source, {args.e2e_seconds:g} s, capture to report:\n")
         print("| threads | captured | processed fps | dropped | p50 (ms) | p90 (ms) | p99 (ms) |")

@@ -29,12 +29,19 @@ pub struct BenchArgs {
     /// Run a quantized (QDQ) model as written, in float, instead of as int8 operators.
     #[arg(long)]
     qdq_as_float: bool,
+    /// Leave 3×3 stride-1 float convolutions to tract's direct convolution
+    /// instead of Winograd's F(4×4, 3×3).
+    #[arg(long)]
+    direct_conv: bool,
 }
 
 #[derive(Serialize)]
 struct Report<'a> {
     model: &'a Path,
     threads: u16,
+    winograd: bool,
+    /// The instruction-set features the kernels used (`EDGEBONE_KERNELS` forces fewer).
+    kernels: String,
     runs: usize,
     median_ms: f64,
     p10_ms: f64,
@@ -49,6 +56,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let options = ModelOptions {
         threads: args.threads.into(),
         integer: !args.qdq_as_float,
+        winograd: !args.direct_conv,
         ..Default::default()
     };
     let task = Task::head(&bundle.manifest);
@@ -69,6 +77,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let report = Report {
         model: &args.model,
         threads: args.threads,
+        winograd: !args.direct_conv,
+        kernels: edgebone::model::family::describe(),
         runs: args.runs,
         median_ms: at(0.5),
         p10_ms: at(0.1),

@@ -33,6 +33,9 @@ pub enum Error {
     Task { bundle: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A setting from the environment that cannot be honoured (`EDGEBONE_KERNELS`).
+    #[error("{0}")]
+    Environment(String),
 }
 
 impl Error {

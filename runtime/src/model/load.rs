@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::{Bundle, int8};
+use super::{Bundle, family, int8, winograd};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -26,6 +26,9 @@ pub struct ModelOptions {
     /// Run quantized (QDQ) models as integer operators; `false` runs them as
     /// written, in float (the reference the integer path is checked against).
     pub integer: bool,
+    /// Compute 3×3 stride-1 float convolutions by Winograd's F(4×4, 3×3)
+    /// ([`super::winograd`]); `false` leaves them to tract's direct convolution.
+    pub winograd: bool,
 }
 
 impl Default for ModelOptions {
@@ -34,6 +37,7 @@ impl Default for ModelOptions {
             threads: 1,
             input_size: None,
             integer: true,
+            winograd: true,
         }
     }
 }
@@ -49,6 +53,7 @@ pub struct Model {
 
 impl Model {
     pub fn load(bundle: &Bundle, options: &ModelOptions, outputs: Outputs) -> Result<Model> {
+        family::init()?;
         let path = bundle.network_path();
         let spec = &bundle.manifest.input;
         let (width, height) = options.input_size.unwrap_or((spec.width, spec.height));
@@ -72,9 +77,10 @@ impl Model {
             optimize(&path, input_shape, &outputs, options).map_err(|e| Error::model(&path, &e))?;
         let state = plan.spawn().map_err(|e| Error::model(&path, &e))?;
         log::info!(
-            "loaded {} for {width}x{height} input, {} thread(s)",
+            "loaded {} for {width}x{height} input, {} thread(s), kernels {}",
             path.display(),
-            options.threads
+            options.threads,
+            family::describe()
         );
         Ok(Model {
             state,
@@ -121,6 +127,15 @@ fn optimize(
     if options.integer {
         int8::register(&mut onnx);
         log_summary(path, &int8::rewrite(&mut proto, outputs));
+    }
+    if options.winograd {
+        winograd::register(&mut onnx);
+        let convs = winograd::rewrite(&mut proto, outputs);
+        log::info!(
+            "{}: {} convolutions by Winograd F(4x4,3x3)",
+            path.display(),
+            convs.len()
+        );
     }
     let mut model = onnx
         .model_for_proto_model(&proto)?

@@ -1,9 +1,11 @@
 //! Model bundles (a network file plus its manifest) and the loaded, optimized plan.
 
 mod bundle;
+pub mod family;
 pub mod int8;
 mod load;
 pub mod manifest;
+mod winograd;
 
 pub use bundle::{Bundle, MANIFEST_FILE, sha256_hex};
 pub use load::{Model, ModelOptions, Outputs};

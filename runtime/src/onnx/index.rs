@@ -85,17 +85,19 @@ impl Index {
         Some(&graph.initializer[*self.initializers.get(tensor)?])
     }
 
-    /// A constant's value: an initializer or the output of a `Constant` node
-    /// (PyTorch exports Clip's bounds that way).
+    /// A constant's value: an initializer, the output of a `Constant` node
+    /// (PyTorch exports Clip's bounds that way), or an `Identity` of either
+    /// (PyTorch exports weights shared by name that way, as ResNets' are).
     pub fn constant<'g>(&self, graph: &'g GraphProto, tensor: &str) -> Option<&'g TensorProto> {
         if let Some(t) = self.initializer(graph, tensor) {
             return Some(t);
         }
         let node = &graph.node[self.producer(tensor)?];
-        if node.op_type != "Constant" {
-            return None;
+        match node.op_type.as_str() {
+            "Constant" => super::attr::tensor_of(node, "value"),
+            "Identity" => self.constant(graph, node.input.first()?),
+            _ => None,
         }
-        super::attr::tensor_of(node, "value")
     }
 }
 

@@ -66,7 +66,7 @@ fn slice<D: Datum>(t: &Tensor) -> TractResult<&[D]> {
 /// [`par_chunks_mut`] split work across it). Running on the calling thread
 /// instead leaves the pool's idle workers spinning against it: measured, a
 /// 2-thread MobileNetV2 int8 was slower than a 1-thread one.
-fn on_plan_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn on_plan_threads<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     match current_tract_executor() {
         Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
             let executor = Executor::MultiThread(pool.clone());
