@@ -374,13 +374,19 @@ impl WinogradConv {
                 }
             }
             let v = transform::input(&d);
-            for l in 0..lanes {
+            // Consecutive tiles of one panel sit side by side: store runs, not values.
+            let r = self.panels.format.r;
+            let mut l = 0;
+            while l < lanes {
+                let run = (lanes - l).min(r - (first + l) % r);
                 let at = self.panels.at(c, first + l);
                 for (xi, target) in targets.iter().enumerate() {
-                    // SAFETY: (channel c, tile) is written by this call only, and
-                    // `at` is inside the panels of `n` tiles by `c_in` channels.
-                    unsafe { *target.0.add(at) = v[xi][l] };
+                    // SAFETY: (channel c, these tiles) are written by this call only,
+                    // and `at..at + run` is inside one panel of the blob.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(target.0.add(at), run) };
+                    dst.copy_from_slice(&v[xi][l..l + run]);
                 }
+                l += run;
             }
         }
     }
