@@ -5,18 +5,20 @@
 mod activations;
 mod bundle;
 mod calibrate;
+mod convert;
 mod eval;
 mod fold;
 mod images;
 mod qdq;
 #[cfg(test)]
 mod testing;
+mod torch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgebone::Bundle;
 use edgebone::onnx::{self, qdq::QParams};
@@ -42,6 +44,16 @@ enum Command {
     /// Float against int8 on a folder of photos (top-1 with the folder's
     /// labels.tsv, agreement, output cosine).
     Eval(EvalArgs),
+    /// The named tensors of a PyTorch checkpoint, in state_dict order, as
+    /// PyTorch prints them, and the parameter count.
+    /// A torchvision checkpoint (state_dict) to an edgebone bundle: the ONNX
+    /// graph of the architecture with the checkpoint's weights, a manifest with
+    /// torchvision's preprocessing and feature taps, ImageNet labels.
+    Convert(ConvertArgs),
+    Inspect {
+        /// A torch.save file (zip archive or legacy format).
+        checkpoint: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -79,6 +91,22 @@ struct Int8Args {
 }
 
 #[derive(Args)]
+struct ConvertArgs {
+    /// A torch.save file holding a state_dict (bare, or under `state_dict` or `model`).
+    #[arg(required_unless_present = "random_seed")]
+    checkpoint: Option<PathBuf>,
+    /// The architecture, as torchvision names it.
+    #[arg(long, value_enum)]
+    arch: convert::Arch,
+    /// Where to write the bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// No checkpoint: seeded weights (for tests and benchmarks, never accuracy).
+    #[arg(long, conflicts_with = "checkpoint")]
+    random_seed: Option<u64>,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// The float bundle.
     float: PathBuf,
@@ -107,6 +135,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Int8(args) => int8(args),
         Command::Eval(args) => eval(args),
+        Command::Convert(args) => convert(args),
+        Command::Inspect { checkpoint } => inspect(checkpoint),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +242,84 @@ fn eval(args: &EvalArgs) -> Result<()> {
         &eval::compare(&float, &int8, &args.images, args.output.threads)?,
         &args.output,
     )
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let (converted, origin) = match (&args.checkpoint, args.random_seed) {
+        (Some(path), _) => {
+            let checkpoint = torch::read(path)?;
+            let converted = convert::from_state_dict(args.arch, &checkpoint.state_dict)
+                .with_context(|| path.display().to_string())?;
+            let sha = edgebone::model::sha256_hex(path)?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            (converted, format!("{name} (sha256 {sha})"))
+        }
+        (None, Some(seed)) => (
+            convert::from_formula(args.arch, Some(seed))?,
+            format!("seeded weights (--random-seed {seed}): never for accuracy"),
+        ),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let out = convert::write_bundle(args.arch, &converted, &args.out, &origin)?;
+    // The bundle must load as `edgebone classify` loads it.
+    let bundle = Bundle::open(&out)?;
+    let task = edgebone::Task::head(&bundle.manifest);
+    edgebone::Pipeline::load(bundle, task, &Default::default())?;
+    let params: usize = converted
+        .model
+        .graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+        .map(|t| t.dims.iter().product::<i64>() as usize)
+        .sum();
+    log::info!(
+        "wrote {} ({}, {} classes, {params} parameters, taps {})",
+        out.display(),
+        args.arch.name(),
+        converted.classes,
+        converted
+            .taps
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn inspect(path: &std::path::Path) -> Result<()> {
+    let checkpoint = torch::read(path)?;
+    let sd = &checkpoint.state_dict;
+    let mut out = String::new();
+    for (name, tensor) in &sd.entries {
+        out += &format!("{name} {}\n", torch::TorchSize(&tensor.shape));
+    }
+    let mut dtypes: Vec<&str> = Vec::new();
+    for (_, t) in &sd.entries {
+        if !dtypes.contains(&t.dtype.torch_name()) {
+            dtypes.push(t.dtype.torch_name());
+        }
+    }
+    out += &format!(
+        "total: {} parameters in {} tensors ({}; parameters: floating tensors other than \
+         running_mean/running_var)\n",
+        sd.parameter_count(),
+        sd.len(),
+        dtypes.join(", ")
+    );
+    let format = match checkpoint.format {
+        torch::Format::Zip => "zip archive",
+        torch::Format::Legacy => "legacy pickle stream",
+    };
+    let key = if checkpoint.key.is_empty() {
+        String::new()
+    } else {
+        format!(", state_dict under `{}`", checkpoint.key)
+    };
+    out += &format!("format: {format}{key}\n");
+    print!("{out}");
+    Ok(())
 }
 
 fn print(report: &eval::Report, output: &Output) -> Result<()> {
