@@ -115,6 +115,8 @@ pub struct Graph<'a> {
     initializers: Vec<tract_onnx::pb::TensorProto>,
     names: HashSet<String>,
     relu6_bounds: bool,
+    /// BatchNorm's epsilon: 1e-5 (PyTorch's default) but 1e-3 in MobileNetV3.
+    pub bn_eps: f32,
 }
 
 /// `/features/features.18/features.18.2`: one scope per module on the path, each
@@ -158,6 +160,7 @@ impl<'a> Graph<'a> {
             initializers: Vec::new(),
             names: HashSet::new(),
             relu6_bounds: false,
+            bn_eps: 1e-5,
         }
     }
 
@@ -224,12 +227,66 @@ impl<'a> Graph<'a> {
             inputs.push(self.param(&format!("{module}.{part}"), &[channels])?);
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let eps = vec![attr::float_attr("epsilon", 1e-5)];
+        let eps = vec![attr::float_attr("epsilon", self.bn_eps)];
         Ok(self.node(module, 0, "BatchNormalization", &inputs, eps))
     }
 
     pub fn relu(&mut self, module: &str, call: usize, x: &str) -> String {
         self.node(module, call, "Relu", &[x], vec![])
+    }
+
+    pub fn hard_swish(&mut self, module: &str, x: &str) -> String {
+        self.node(module, 0, "HardSwish", &[x], vec![])
+    }
+
+    /// PyTorch's Hardsigmoid, relu6(x + 3) / 6.
+    pub fn hard_sigmoid(&mut self, module: &str, x: &str) -> String {
+        let attributes = vec![
+            attr::float_attr("alpha", 1.0 / 6.0),
+            attr::float_attr("beta", 0.5),
+        ];
+        self.node(module, 0, "HardSigmoid", &[x], attributes)
+    }
+
+    pub fn sigmoid(&mut self, module: &str, x: &str) -> String {
+        self.node(module, 0, "Sigmoid", &[x], vec![])
+    }
+
+    /// SiLU as the exporter writes it (opset 17 has no SiLU): x · sigmoid(x).
+    pub fn silu(&mut self, module: &str, x: &str) -> String {
+        let s = self.sigmoid(module, x);
+        self.mul(module, x, &s)
+    }
+
+    pub fn mul(&mut self, module: &str, a: &str, b: &str) -> String {
+        self.node(module, 0, "Mul", &[a, b], vec![])
+    }
+
+    pub fn concat(&mut self, module: &str, inputs: &[String]) -> String {
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.node(
+            module,
+            0,
+            "Concat",
+            &inputs,
+            vec![attr::int_attr("axis", 1)],
+        )
+    }
+
+    /// AvgPool2d(2, 2): DenseNet's transitions.
+    pub fn avg_pool2(&mut self, module: &str, x: &str) -> String {
+        let attributes = vec![
+            attr::int_attr("ceil_mode", 0),
+            attr::int_attr("count_include_pad", 1),
+            attr::ints_attr("kernel_shape", vec![2, 2]),
+            attr::ints_attr("pads", vec![0; 4]),
+            attr::ints_attr("strides", vec![2, 2]),
+        ];
+        self.node(module, 0, "AveragePool", &[x], attributes)
+    }
+
+    pub fn global_avg_pool(&mut self, module: &str, x: &str) -> String {
+        self.node(module, 0, "GlobalAveragePool", &[x], vec![])
     }
 
     /// ReLU6 as Clip(0, 6), as the exporter writes it; the bounds are Constant
@@ -263,11 +320,26 @@ impl<'a> Graph<'a> {
 
     /// Global average pool, flatten and the linear layer: the classifier head.
     pub fn head(&mut self, pool: &str, linear: &str, x: &str, features: usize) -> Result<String> {
-        let x = self.node(pool, 0, "GlobalAveragePool", &[x], vec![]);
-        let x = self.node("", 0, "Flatten", &[&x], vec![attr::int_attr("axis", 1)]);
-        let classes = self
-            .weights
-            .dim0(&format!("{linear}.weight"))
+        let x = self.pool_flatten(pool, x);
+        self.linear(linear, &x, features, None)
+    }
+
+    pub fn pool_flatten(&mut self, pool: &str, x: &str) -> String {
+        let x = self.global_avg_pool(pool, x);
+        self.node("", 0, "Flatten", &[&x], vec![attr::int_attr("axis", 1)])
+    }
+
+    /// A Linear layer; `outputs: None` is the classifier's, whose class count
+    /// the checkpoint decides (1000 for generated weights).
+    pub fn linear(
+        &mut self,
+        linear: &str,
+        x: &str,
+        features: usize,
+        outputs: Option<usize>,
+    ) -> Result<String> {
+        let classes = outputs
+            .or_else(|| self.weights.dim0(&format!("{linear}.weight")))
             .unwrap_or(1000);
         let w = self.param(&format!("{linear}.weight"), &[classes, features])?;
         let b = self.param(&format!("{linear}.bias"), &[classes])?;
@@ -276,7 +348,7 @@ impl<'a> Graph<'a> {
             attr::float_attr("beta", 1.0),
             attr::int_attr("transB", 1),
         ];
-        Ok(self.node(linear, 0, "Gemm", &[&x, &w, &b], attributes))
+        Ok(self.node(linear, 0, "Gemm", &[x, &w, &b], attributes))
     }
 
     /// The model from input `input` [1, 3, 224, 224] to `output`, renamed `logits`.

@@ -29,6 +29,14 @@ pub enum Arch {
     Resnet50,
     #[value(name = "mobilenet_v2")]
     MobilenetV2,
+    #[value(name = "mobilenet_v3_small")]
+    MobilenetV3Small,
+    #[value(name = "mobilenet_v3_large")]
+    MobilenetV3Large,
+    #[value(name = "efficientnet_b0")]
+    EfficientnetB0,
+    #[value(name = "densenet121")]
+    Densenet121,
 }
 
 impl Arch {
@@ -38,6 +46,10 @@ impl Arch {
             Arch::Resnet34 => "resnet34",
             Arch::Resnet50 => "resnet50",
             Arch::MobilenetV2 => "mobilenet_v2",
+            Arch::MobilenetV3Small => "mobilenet_v3_small",
+            Arch::MobilenetV3Large => "mobilenet_v3_large",
+            Arch::EfficientnetB0 => "efficientnet_b0",
+            Arch::Densenet121 => "densenet121",
         }
     }
 }
@@ -81,6 +93,10 @@ fn build(arch: Arch, weights: Weights) -> Result<Converted> {
         Arch::Resnet34 => arch::resnet(&mut g, [3, 4, 6, 3], false)?,
         Arch::Resnet50 => arch::resnet(&mut g, [3, 4, 6, 3], true)?,
         Arch::MobilenetV2 => arch::mobilenet_v2(&mut g)?,
+        Arch::MobilenetV3Small => arch::mobilenet_v3(&mut g, false)?,
+        Arch::MobilenetV3Large => arch::mobilenet_v3(&mut g, true)?,
+        Arch::EfficientnetB0 => arch::efficientnet_b0(&mut g)?,
+        Arch::Densenet121 => arch::densenet121(&mut g)?,
     };
     let (model, classes) = g.finish(&logits)?;
     Ok(Converted {

@@ -134,29 +134,77 @@ fn mobilenet_v2_formula_matches_pytorch() {
     check_formula_golden(Arch::MobilenetV2);
 }
 
-/// No golden for ResNet-34; torchvision documents its size, 21,797,672 parameters.
 #[test]
-fn resnet34_has_torchvision_parameter_count_and_pyramid() {
-    let converted = from_formula(Arch::Resnet34, Some(34)).unwrap();
-    let graph = converted.model.graph.as_ref().unwrap();
-    let params: i64 = graph
-        .initializer
-        .iter()
-        .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
-        .map(|t| t.dims.iter().product::<i64>())
-        .sum();
-    assert_eq!(params, 21_797_672);
-    let names: Vec<&str> = converted.taps.iter().map(|t| t.tensor.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "/maxpool/MaxPool_output_0",
-            "/layer1/layer1.2/relu_1/Relu_output_0",
-            "/layer2/layer2.3/relu_1/Relu_output_0",
-            "/layer3/layer3.5/relu_1/Relu_output_0",
-            "/layer4/layer4.2/relu_1/Relu_output_0",
-        ]
-    );
+fn mobilenet_v3_large_formula_matches_pytorch() {
+    check_formula_golden(Arch::MobilenetV3Large);
+}
+
+#[test]
+fn efficientnet_b0_formula_matches_pytorch() {
+    check_formula_golden(Arch::EfficientnetB0);
+}
+
+#[test]
+fn densenet121_formula_matches_pytorch() {
+    check_formula_golden(Arch::Densenet121);
+}
+
+/// The architectures without a shared golden: torchvision's documented sizes
+/// (ResNet-34 21,797,672 parameters, MobileNetV3-Small 2,542,856) and the
+/// pyramid's shapes when the runtime runs them.
+#[test]
+fn architectures_without_a_golden_have_torchvision_sizes_and_pyramids() {
+    let cases: [(Arch, i64, [[usize; 4]; 4]); 2] = [
+        (
+            Arch::Resnet34,
+            21_797_672,
+            [
+                [1, 64, 56, 56],
+                [1, 128, 28, 28],
+                [1, 256, 14, 14],
+                [1, 512, 7, 7],
+            ],
+        ),
+        (
+            Arch::MobilenetV3Small,
+            2_542_856,
+            [
+                [1, 16, 56, 56],
+                [1, 24, 28, 28],
+                [1, 48, 14, 14],
+                [1, 576, 7, 7],
+            ],
+        ),
+    ];
+    for (arch, want_params, want_shapes) in cases {
+        let converted = from_formula(arch, Some(7)).unwrap();
+        let graph = converted.model.graph.as_ref().unwrap();
+        let params: i64 = graph
+            .initializer
+            .iter()
+            .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+            .map(|t| t.dims.iter().product::<i64>())
+            .sum();
+        assert_eq!(params, want_params, "{}", arch.name());
+        let dir = tempfile::tempdir().unwrap();
+        let out = write_bundle(arch, &converted, &dir.path().join("b"), "seed 7").unwrap();
+        let bundle = Bundle::open(&out).unwrap();
+        let maps = run(&bundle, Outputs::Taps, &vec![0.5; 3 * 224 * 224]);
+        // ResNet's first tap is the stem at stride 4, then layer1..layer4.
+        let maps = &maps[maps.len() - 4..];
+        let shapes: Vec<Vec<usize>> = maps.iter().map(|m| m.shape().to_vec()).collect();
+        assert_eq!(shapes, want_shapes.map(|s| s.to_vec()), "{}", arch.name());
+        let strides: Vec<u32> = bundle.manifest.taps.iter().map(|t| t.stride).collect();
+        assert_eq!(
+            &strides[strides.len() - 4..],
+            [4, 8, 16, 32],
+            "{}",
+            arch.name()
+        );
+        for map in maps {
+            assert!(f32_values(map).unwrap().iter().all(|v| v.is_finite()));
+        }
+    }
 }
 
 /// A state_dict holding what the formula gives `arch`, as a checkpoint would.
