@@ -131,6 +131,27 @@ fn converted_mobilenet_v2_reproduces_the_golden_logits_and_the_shipped_bundle() 
         assert!(diff <= 1e-3, "input{i}: {diff}");
     }
 
+    // The bundle's weights are the checkpoint's, under the same names and shapes,
+    // in the same order (less the `num_batches_tracked` counters inference never reads).
+    let listing = |run: Run| -> (Vec<String>, String) {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let entries = run
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" torch.Size(") && !l.contains("num_batches_tracked"))
+            .map(str::to_string)
+            .collect();
+        let total = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("total:"))
+            .unwrap();
+        (entries, total.split(" in ").next().unwrap().to_string())
+    };
+    let from_checkpoint = listing(quantize(&["inspect", CHECKPOINT]));
+    let from_bundle = listing(quantize(&["inspect", str_path(&out)]));
+    assert_eq!(from_bundle, from_checkpoint);
+
     // The same taps (tensor names) and labels as the shipped, exported bundle.
     let shipped = Bundle::open(root().join("models/mobilenet_v2")).unwrap();
     let ours = Bundle::open(&out).unwrap();

@@ -289,6 +289,35 @@ fn convert(args: &ConvertArgs) -> Result<()> {
 }
 
 fn inspect(path: &std::path::Path) -> Result<()> {
+    // A bundle or an ONNX file: its weights under their PyTorch names
+    // (edgebone's own inspect), printed the way a checkpoint's are.
+    let network = if path.is_dir() {
+        Some(Bundle::open(path)?.network_path())
+    } else {
+        (path.extension().is_some_and(|e| e == "onnx")).then(|| path.to_path_buf())
+    };
+    if let Some(network) = network {
+        let info = edgebone::inspect::inspect(&network)?;
+        let mut out = String::new();
+        for p in &info.parameters {
+            let shape: Vec<usize> = p.shape.iter().map(|&d| d.max(0) as usize).collect();
+            out += &format!("{} {}\n", p.name, torch::TorchSize(&shape));
+        }
+        // The checkpoint's rule: BatchNorm's running statistics are buffers.
+        let count: u64 = info
+            .parameters
+            .iter()
+            .filter(|p| !p.name.ends_with("running_mean") && !p.name.ends_with("running_var"))
+            .map(|p| p.numel())
+            .sum();
+        out += &format!(
+            "total: {count} parameters in {} tensors ({})\n",
+            info.parameters.len(),
+            network.display()
+        );
+        print!("{out}");
+        return Ok(());
+    }
     let checkpoint = torch::read(path)?;
     let sd = &checkpoint.state_dict;
     let mut out = String::new();

@@ -184,3 +184,49 @@ fn a_view_past_its_storage_is_an_error() {
     let err = format!("{:#}", read_bytes(&zip).unwrap_err());
     assert!(err.contains("w: size [10]"), "{err}");
 }
+
+/// PyTorch 0.2/0.3 legacy files (as torchvision's `resnet18-5c106cde.pth`):
+/// `_rebuild_tensor` without requires_grad, Python 2 byte-string keys, and a
+/// tensor on a view of a larger storage (view_metadata).
+#[test]
+fn old_legacy_files_with_rebuild_tensor_and_storage_views_read() {
+    let short = |p: Pickle, s: &str| {
+        let mut p = p.op(b'U');
+        p.0.push(s.len() as u8);
+        p.0.extend(s.bytes());
+        p
+    };
+    let mut p = Pickle::default()
+        .proto()
+        .global("collections", "OrderedDict")
+        .op(b')')
+        .op(b'R')
+        .op(b'(');
+    p = short(p, "fc.bias");
+    p = p
+        .global("torch._utils", "_rebuild_tensor")
+        .op(b'(')
+        .op(b'(');
+    p = short(p, "storage");
+    p = p.global("torch", "FloatStorage");
+    p = short(p, "140");
+    p = short(p, "cpu");
+    // root storage of 6 floats; the tensor's storage is the view [2, 5).
+    p = p.int(6).op(b'(');
+    p = short(p, "141");
+    p = p.int(2).int(3).op(b't').op(b't').op(b'Q');
+    p = p.int(1).ints_tuple(&[2]).ints_tuple(&[1]).op(b't').op(b'R');
+    let object = p.op(b'u').stop();
+    let mut bytes = write::legacy_header();
+    bytes.extend(object);
+    let keys = short(Pickle::default().proto().op(b'('), "140").op(b'l');
+    bytes.extend(keys.stop());
+    bytes.extend(6u64.to_le_bytes());
+    for v in [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0] {
+        bytes.extend(v.to_le_bytes());
+    }
+    let sd = read_bytes(&bytes).unwrap().state_dict;
+    // view offset 2, tensor offset 1: elements 3 and 4 of the root storage.
+    assert_eq!(sd.get("fc.bias").unwrap().values, [3.0, 4.0]);
+    assert_eq!(sd.get("fc.bias").unwrap().shape, [2]);
+}
