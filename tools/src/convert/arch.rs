@@ -484,3 +484,41 @@ pub fn densenet121(g: &mut Graph) -> Result<(String, Vec<Tap>)> {
     let logits = g.head("", "classifier", &y, channels)?;
     Ok((logits, taps))
 }
+
+/// torchvision `vgg16` (configuration D, no BatchNorm). Its AdaptiveAvgPool2d
+/// to 7×7 is the identity at the 224×224 input the manifest sets and is left
+/// out, so the classifier needs that size (the taps work at any multiple of 32).
+pub fn vgg16(g: &mut Graph) -> Result<(String, Vec<Tap>)> {
+    const CFG: [usize; 18] = [
+        64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+    ];
+    let mut x = "input".to_string();
+    let mut cin = 3;
+    let mut stride: u32 = 1;
+    let mut index = 0;
+    let mut outputs = Vec::new();
+    for v in CFG {
+        if v == 0 {
+            x = g.max_pool2(&format!("features.{index}"), &x);
+            stride *= 2;
+            index += 1;
+        } else {
+            let c = Conv {
+                bias: true,
+                ..conv(cin, v, 3, 1)
+            };
+            x = g.conv(&format!("features.{index}"), &x, c)?;
+            x = g.relu(&format!("features.{}", index + 1), 0, &x);
+            cin = v;
+            index += 2;
+        }
+        outputs.push((format!("features.{}", index - 1), x.clone(), stride));
+    }
+    let y = g.flatten(&x);
+    let y = g.linear("classifier.0", &y, 512 * 7 * 7, Some(4096))?;
+    let y = g.relu("classifier.1", 0, &y);
+    let y = g.linear("classifier.3", &y, 4096, Some(4096))?;
+    let y = g.relu("classifier.4", 0, &y);
+    let logits = g.linear("classifier.6", &y, 4096, None)?;
+    Ok((logits, stride_taps(&outputs)))
+}

@@ -326,7 +326,23 @@ impl<'a> Graph<'a> {
 
     pub fn pool_flatten(&mut self, pool: &str, x: &str) -> String {
         let x = self.global_avg_pool(pool, x);
-        self.node("", 0, "Flatten", &[&x], vec![attr::int_attr("axis", 1)])
+        self.flatten(&x)
+    }
+
+    pub fn flatten(&mut self, x: &str) -> String {
+        self.node("", 0, "Flatten", &[x], vec![attr::int_attr("axis", 1)])
+    }
+
+    /// MaxPool2d(2, 2): VGG's.
+    pub fn max_pool2(&mut self, module: &str, x: &str) -> String {
+        let attributes = vec![
+            attr::int_attr("ceil_mode", 0),
+            attr::ints_attr("dilations", vec![1, 1]),
+            attr::ints_attr("kernel_shape", vec![2, 2]),
+            attr::ints_attr("pads", vec![0; 4]),
+            attr::ints_attr("strides", vec![2, 2]),
+        ];
+        self.node(module, 0, "MaxPool", &[x], attributes)
     }
 
     /// A Linear layer; `outputs: None` is the classifier's, whose class count

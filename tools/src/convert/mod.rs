@@ -37,6 +37,8 @@ pub enum Arch {
     EfficientnetB0,
     #[value(name = "densenet121")]
     Densenet121,
+    #[value(name = "vgg16")]
+    Vgg16,
 }
 
 impl Arch {
@@ -50,6 +52,7 @@ impl Arch {
             Arch::MobilenetV3Large => "mobilenet_v3_large",
             Arch::EfficientnetB0 => "efficientnet_b0",
             Arch::Densenet121 => "densenet121",
+            Arch::Vgg16 => "vgg16",
         }
     }
 }
@@ -97,6 +100,7 @@ fn build(arch: Arch, weights: Weights) -> Result<Converted> {
         Arch::MobilenetV3Large => arch::mobilenet_v3(&mut g, true)?,
         Arch::EfficientnetB0 => arch::efficientnet_b0(&mut g)?,
         Arch::Densenet121 => arch::densenet121(&mut g)?,
+        Arch::Vgg16 => arch::vgg16(&mut g)?,
     };
     let (model, classes) = g.finish(&logits)?;
     Ok(Converted {

@@ -144,6 +144,12 @@ fn efficientnet_b0_formula_matches_pytorch() {
     check_formula_golden(Arch::EfficientnetB0);
 }
 
+/// The largest: 138 M parameters, 2.1 GB peak memory and 8 s on its own here.
+#[test]
+fn vgg16_formula_matches_pytorch() {
+    check_formula_golden(Arch::Vgg16);
+}
+
 #[test]
 fn densenet121_formula_matches_pytorch() {
     check_formula_golden(Arch::Densenet121);
