@@ -297,3 +297,43 @@ fn rebuilt(entries: Vec<(String, TorchTensor)>) -> StateDict {
     }
     sd
 }
+
+/// A whole fp16 checkpoint, nested under `model` in a zip and bare in a legacy
+/// file, converts to the graph of its f32-widened weights.
+#[test]
+fn an_fp16_checkpoint_converts_with_its_weights_widened() {
+    use crate::torch::write::{self, Entry, Stored};
+    let sd = formula_state_dict(Arch::MobilenetV2);
+    let entries: Vec<Entry> = sd
+        .entries
+        .iter()
+        .map(|(n, t)| Entry::new(n, &t.shape, t.values.clone(), Stored::F16))
+        .collect();
+    let widened: Vec<Vec<f32>> = sd
+        .entries
+        .iter()
+        .map(|(_, t)| {
+            t.values
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_f32())
+                .collect()
+        })
+        .collect();
+    for bytes in [
+        write::zip(&entries, Some("model")),
+        write::legacy(&entries, None),
+    ] {
+        let checkpoint = crate::torch::read_bytes(&bytes).unwrap();
+        let converted = from_state_dict(Arch::MobilenetV2, &checkpoint.state_dict).unwrap();
+        let graph = converted.model.graph.unwrap();
+        assert_eq!(graph.initializer.len(), widened.len());
+        for (t, want) in graph.initializer.iter().zip(&widened) {
+            assert_eq!(
+                &edgebone::onnx::tensor::floats(t).unwrap(),
+                want,
+                "{}",
+                t.name
+            );
+        }
+    }
+}

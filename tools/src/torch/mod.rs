@@ -9,7 +9,7 @@ mod tests;
 #[cfg(test)]
 pub mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::Path;
@@ -237,23 +237,29 @@ pub fn read_bytes(bytes: &[u8]) -> Result<Checkpoint> {
     })
 }
 
-/// Every storage the pickle points at, by key.
+/// Every storage the pickle points at, by key. Each container is visited once:
+/// the memo can share one (or make a list hold itself).
 fn storages_of(root: &Value) -> Vec<StorageRef> {
-    fn walk(v: &Value, out: &mut Vec<StorageRef>) {
+    fn walk(v: &Value, seen: &mut HashSet<usize>, out: &mut Vec<StorageRef>) {
+        if let Some(a) = pickle::address(v)
+            && !seen.insert(a)
+        {
+            return;
+        }
         match v {
             Value::Tensor(t) => out.push(t.storage.clone()),
             Value::Storage(s) => out.push(s.clone()),
-            Value::Tuple(items) => items.iter().for_each(|i| walk(i, out)),
-            Value::List(items) => items.borrow().iter().for_each(|i| walk(i, out)),
+            Value::Tuple(items) => items.iter().for_each(|i| walk(i, seen, out)),
+            Value::List(items) => items.borrow().iter().for_each(|i| walk(i, seen, out)),
             Value::Dict(items) => items.borrow().iter().for_each(|(k, v)| {
-                walk(k, out);
-                walk(v, out)
+                walk(k, seen, out);
+                walk(v, seen, out)
             }),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(root, &mut out);
+    walk(root, &mut HashSet::new(), &mut out);
     out
 }
 
@@ -332,7 +338,11 @@ fn read_legacy(bytes: &[u8]) -> Result<(Value, HashMap<String, Vec<u8>>)> {
     }
     match next("protocol version", &mut pos)? {
         Value::Int(LEGACY_PROTOCOL) => {}
-        other => bail!("legacy checkpoint: protocol version {other:?}, 1001 expected"),
+        Value::Int(other) => bail!("legacy checkpoint: protocol version {other}, 1001 expected"),
+        other => bail!(
+            "legacy checkpoint: protocol version a {}, 1001 expected",
+            other.kind()
+        ),
     }
     if let Value::Dict(info) = next("sys_info", &mut pos)? {
         let little = info
@@ -370,8 +380,9 @@ fn read_legacy(bytes: &[u8]) -> Result<(Value, HashMap<String, Vec<u8>>)> {
         let len = count
             .checked_mul(storage.dtype.size())
             .with_context(truncated)?;
-        let data = bytes.get(pos..pos + len).with_context(truncated)?;
-        pos += len;
+        let end = pos.checked_add(len).with_context(truncated)?;
+        let data = bytes.get(pos..end).with_context(truncated)?;
+        pos = end;
         check_storage_len(storage, len)?;
         storages.insert(key, data.to_vec());
     }
@@ -431,16 +442,41 @@ fn tensors_dict(value: &Value) -> Result<Option<Vec<(String, Value)>>> {
 /// Copies a strided view of a storage out in row-major order.
 fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Tensor> {
     let dtype = t.storage.dtype;
-    let numel: usize = t.size.iter().product();
-    let base = t.storage.view_offset + t.offset;
+    // Checked arithmetic throughout: sizes and strides are the file's word.
+    let out_of_range = || {
+        anyhow::anyhow!(
+            "size {:?}, stride {:?} and offset {} do not fit a storage of {} elements",
+            t.size,
+            t.stride,
+            t.offset,
+            t.storage.numel
+        )
+    };
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(out_of_range)?;
+    // A stride-0 (expanded) view can describe more elements than it stores;
+    // state_dicts do not hold those, and a huge one must not be allocated.
+    if numel > t.storage.numel {
+        return Err(out_of_range());
+    }
+    let base = t
+        .storage
+        .view_offset
+        .checked_add(t.offset)
+        .ok_or_else(out_of_range)?;
     // The farthest element the view reaches must lie inside the storage.
     if numel > 0 {
-        let last = base
-            + t.size
-                .iter()
-                .zip(&t.stride)
-                .map(|(n, s)| (n - 1) * s)
-                .sum::<usize>();
+        let last = t
+            .size
+            .iter()
+            .zip(&t.stride)
+            .try_fold(base, |acc, (n, s)| {
+                acc.checked_add((n - 1).checked_mul(*s)?)
+            })
+            .ok_or_else(out_of_range)?;
         if last >= t.storage.numel {
             bail!(
                 "size {:?}, stride {:?} and offset {} reach element {last} of a storage of {}",
@@ -450,6 +486,23 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Tensor> {
                 t.storage.numel
             );
         }
+    }
+    let mut contiguous = 1;
+    let is_contiguous = t.size.iter().zip(&t.stride).rev().all(|(&n, &s)| {
+        let ok = n == 1 || s == contiguous;
+        contiguous *= n;
+        ok
+    });
+    if is_contiguous {
+        // The usual case, one pass over the storage's bytes.
+        let values = (base..base + numel)
+            .map(|at| dtype.read(storage, at) as f32)
+            .collect();
+        return Ok(Tensor {
+            dtype,
+            shape: t.size.clone(),
+            values,
+        });
     }
     let mut values = Vec::with_capacity(numel);
     let mut index = vec![0usize; t.size.len()];

@@ -111,7 +111,7 @@ impl Value {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
             Value::Bool(_) => "bool",
@@ -162,6 +162,7 @@ pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, String> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        depths: HashMap::new(),
     };
     let value = vm
         .run()
@@ -176,9 +177,54 @@ struct Vm<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    /// Nesting depth of each container, by address: a state_dict nests a few
+    /// levels, and a deeper pickle (a million nested tuples) would overflow the
+    /// stack when walked or dropped, so it is refused as it is built.
+    depths: HashMap<usize, usize>,
+}
+
+const MAX_DEPTH: usize = 64;
+
+/// A container's identity (the memo shares containers, as Python does).
+pub fn address(v: &Value) -> Option<usize> {
+    match v {
+        Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
+        Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
+        Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        _ => None,
+    }
 }
 
 impl Vm<'_> {
+    fn depth(&self, v: &Value) -> usize {
+        address(v).map_or(0, |a| self.depths.get(&a).copied().unwrap_or(1))
+    }
+
+    /// Records that `container` now also holds `items`; `fresh` for a container
+    /// just made (an old entry at a reused address is not its own).
+    fn nest(&mut self, container: &Value, items: &[Value], fresh: bool) -> Result<(), String> {
+        let Some(a) = address(container) else {
+            return Ok(());
+        };
+        if fresh {
+            self.depths.remove(&a);
+        }
+        let inner = items.iter().map(|v| self.depth(v)).max().unwrap_or(0);
+        let depth = self.depths.get(&a).copied().unwrap_or(1).max(inner + 1);
+        if depth > MAX_DEPTH {
+            return Err(format!("values nested deeper than {MAX_DEPTH} levels"));
+        }
+        self.depths.insert(a, depth);
+        Ok(())
+    }
+
+    /// Pushes a container made from `items`.
+    fn push_new(&mut self, v: Value, items: &[Value]) -> Result<(), String> {
+        self.nest(&v, items, true)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
     fn take(&mut self, n: usize) -> Result<&[u8], String> {
         let end = self
             .pos
@@ -371,10 +417,10 @@ impl Vm<'_> {
                     let b = self.take(n)?.to_vec();
                     self.stack.push(Value::Bytes(b));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => self.push_new(Value::Tuple(Rc::new(Vec::new())), &[])?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_new(Value::Tuple(Rc::new(items.clone())), &items)?;
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -382,12 +428,12 @@ impl Vm<'_> {
                         return Err("stack underflow".into());
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    self.push_new(Value::Tuple(Rc::new(items.clone())), &items)?;
                 }
-                b']' => self.stack.push(Value::List(Rc::default())),
+                b']' => self.push_new(Value::List(Rc::default()), &[])?,
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.push_new(Value::List(Rc::new(RefCell::new(items.clone()))), &items)?;
                 }
                 b'a' => {
                     let item = self.pop()?;
@@ -397,21 +443,21 @@ impl Vm<'_> {
                     let items = self.pop_mark()?;
                     self.append(items)?;
                 }
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
+                b'}' => self.push_new(Value::Dict(Rc::default()), &[])?,
                 b'd' => {
                     let items = self.pop_mark()?;
                     let dict = Value::Dict(Rc::default());
-                    set_items(&dict, items)?;
-                    self.stack.push(dict);
+                    set_items(&dict, items.clone())?;
+                    self.push_new(dict, &items)?;
                 }
                 b's' => {
                     let value = self.pop()?;
                     let key = self.pop()?;
-                    set_items(self.top()?, vec![key, value])?;
+                    self.set_items(vec![key, value])?;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
-                    set_items(self.top()?, items)?;
+                    self.set_items(items)?;
                 }
                 b'q' => {
                     let k = self.u8()? as u32;
@@ -476,7 +522,11 @@ impl Vm<'_> {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let value = reduce(&callable, &args)?;
-                    self.stack.push(value);
+                    let items = match &value {
+                        Value::Dict(d) => d.borrow().iter().map(|(_, v)| v.clone()).collect(),
+                        _ => Vec::new(),
+                    };
+                    self.push_new(value, &items)?;
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -513,13 +563,21 @@ impl Vm<'_> {
     }
 
     fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
+        let top = self.top()?.clone();
+        self.nest(&top, &items, false)?;
+        match top {
             Value::List(list) => {
                 list.borrow_mut().extend(items);
                 Ok(())
             }
             other => Err(format!("APPEND to a {}", other.kind())),
         }
+    }
+
+    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
+        let top = self.top()?.clone();
+        self.nest(&top, &items, false)?;
+        set_items(&top, items)
     }
 }
 
@@ -588,7 +646,11 @@ fn persistent_load(pid: &Value) -> Result<Value, String> {
         };
         storage.view_offset = offset.usize("storage view offset")?;
         let size = size.usize("storage view size")?;
-        if storage.view_offset + size > storage.numel {
+        if storage
+            .view_offset
+            .checked_add(size)
+            .is_none_or(|end| end > storage.numel)
+        {
             return Err(format!("storage {}: view past its end", storage.key));
         }
     }

@@ -230,3 +230,57 @@ fn old_legacy_files_with_rebuild_tensor_and_storage_views_read() {
     assert_eq!(sd.get("fc.bias").unwrap().values, [3.0, 4.0]);
     assert_eq!(sd.get("fc.bias").unwrap().shape, [2]);
 }
+
+/// Pickles built to exhaust the reader: deep nesting, a list holding itself,
+/// sizes whose product overflows. Each is an error (or read), never a crash.
+#[test]
+fn hostile_structures_are_refused_or_read_without_recursion() {
+    let mut deep = Pickle::default().proto().op(b')');
+    for _ in 0..100_000 {
+        deep = deep.op(0x85); // TUPLE1
+    }
+    let err = format!("{:#}", read_bytes(&legacy_with(deep.stop())).unwrap_err());
+    assert!(err.contains("nested deeper than"), "{err}");
+
+    // l = []; l.append(l); {"w": l}: no state_dict, and no endless walk.
+    let cyclic = Pickle::default()
+        .proto()
+        .op(b'}')
+        .str("w")
+        .op(b']')
+        .op(b'q')
+        .op(0)
+        .op(b'h')
+        .op(0)
+        .op(b'a')
+        .op(b's')
+        .stop();
+    let zip = write::zip_archive("a", &cyclic, &[]);
+    let err = format!("{:#}", read_bytes(&zip).unwrap_err());
+    assert!(err.contains("no state_dict"), "{err}");
+
+    let huge = Pickle::default()
+        .proto()
+        .op(b'}')
+        .str("w")
+        .global("torch._utils", "_rebuild_tensor_v2")
+        .op(b'(')
+        .op(b'(')
+        .str("storage")
+        .global("torch", "FloatStorage")
+        .str("0")
+        .str("cpu")
+        .int(4)
+        .op(b't')
+        .op(b'Q')
+        .int(0)
+        .ints_tuple(&[1 << 30, 1 << 30, 1 << 30])
+        .ints_tuple(&[0, 0, 0])
+        .op(b't')
+        .op(b'R')
+        .op(b's')
+        .stop();
+    let zip = write::zip_archive("a", &huge, &[("0".into(), vec![0; 16])]);
+    let err = format!("{:#}", read_bytes(&zip).unwrap_err());
+    assert!(err.contains("do not fit a storage of 4 elements"), "{err}");
+}
