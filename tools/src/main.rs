@@ -1,5 +1,6 @@
-//! `quantize`: post-training int8 quantization of edgebone model bundles, on the
-//! host. Float bundle and calibration photos in; an int8 QDQ bundle out, with a
+//! `quantize`: the host tool. PyTorch checkpoints to edgebone bundles
+//! (`convert`, `inspect`) and post-training int8 quantization of bundles: float
+//! bundle and calibration photos in; an int8 QDQ bundle out, with a
 //! float-against-int8 report.
 
 mod activations;
@@ -29,7 +30,7 @@ use calibrate::Method;
 #[command(
     name = "quantize",
     version,
-    about = "int8 quantization of edgebone model bundles"
+    about = "PyTorch checkpoints to edgebone bundles, and their int8 quantization"
 )]
 struct Cli {
     #[command(subcommand)]
