@@ -9,11 +9,13 @@ mod calibrate;
 mod convert;
 mod eval;
 mod fold;
+mod head;
 mod images;
 mod qdq;
 #[cfg(test)]
 mod testing;
 mod torch;
+mod train;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -45,16 +47,42 @@ enum Command {
     /// Float against int8 on a folder of photos (top-1 with the folder's
     /// labels.tsv, agreement, output cosine).
     Eval(EvalArgs),
-    /// The named tensors of a PyTorch checkpoint, in state_dict order, as
-    /// PyTorch prints them, and the parameter count.
     /// A torchvision checkpoint (state_dict) to an edgebone bundle: the ONNX
     /// graph of the architecture with the checkpoint's weights, a manifest with
     /// torchvision's preprocessing and feature taps, ImageNet labels.
     Convert(ConvertArgs),
+    /// The named tensors of a PyTorch checkpoint, bundle or ONNX file, in
+    /// state_dict order, as PyTorch prints them, and the parameter count; for a
+    /// bundle with a new or trained head, which layer is the head and what is frozen.
     Inspect {
-        /// A torch.save file (zip archive or legacy format).
+        /// A torch.save file (zip archive or legacy format), a bundle or an ONNX file.
         checkpoint: PathBuf,
     },
+    /// A bundle with its classifier replaced by a fresh N-class linear layer
+    /// (PyTorch's default Linear init, seeded); the backbone is kept as it is.
+    Head(HeadArgs),
+    /// A new classifier trained on a frozen backbone from an ImageFolder-style
+    /// folder (one subfolder of photos per class; folder names become labels).
+    TrainHead(train::TrainArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("classes_or_labels").required(true).args(["classes", "labels"])))]
+struct HeadArgs {
+    /// The bundle whose classifier is replaced.
+    bundle: PathBuf,
+    /// The number of classes (labels class0, class1, …).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// A labels file, one class name per line; its line count is the class count.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Where to write the new bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -138,6 +166,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval(args),
         Command::Convert(args) => convert(args),
         Command::Inspect { checkpoint } => inspect(checkpoint),
+        Command::Head(args) => new_head(args),
+        Command::TrainHead(args) => train::train_head(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -289,6 +319,46 @@ fn convert(args: &ConvertArgs) -> Result<()> {
     Ok(())
 }
 
+fn new_head(args: &HeadArgs) -> Result<()> {
+    let labels = head::labels(args.classes, args.labels.as_deref())?;
+    let source = Bundle::open(&args.bundle)?;
+    let mut proto = onnx::load(&source.network_path())?;
+    let graph = onnx::graph_mut(&mut proto);
+    let old = head::find(graph, source.manifest.output.name.as_deref())
+        .with_context(|| source.network_path().display().to_string())?;
+    let (w, b) = head::linear_init(labels.len(), old.features, args.seed);
+    let new = head::replace(graph, &old, &w, &b)?;
+    let sidecar = head::Sidecar::new(&source, &new, args.seed);
+    let out = head::write_bundle(
+        &source,
+        &proto,
+        &new,
+        &labels,
+        &args.out,
+        &sidecar,
+        "a new head from `quantize head`",
+    )?;
+    // The bundle must load as `edgebone classify` loads it.
+    let bundle = Bundle::open(&out)?;
+    edgebone::Pipeline::load(
+        bundle,
+        edgebone::Task::Classify { top_k: 1 },
+        &Default::default(),
+    )?;
+    log::info!(
+        "wrote {}: {} [{}, {}] replaced by [{}, {}] ({}, seed {}); the rest frozen",
+        out.display(),
+        old.layer,
+        old.classes,
+        old.features,
+        new.classes,
+        new.features,
+        head::INIT,
+        args.seed
+    );
+    Ok(())
+}
+
 fn inspect(path: &std::path::Path) -> Result<()> {
     // A bundle or an ONNX file: its weights under their PyTorch names
     // (edgebone's own inspect), printed the way a checkpoint's are.
@@ -316,6 +386,14 @@ fn inspect(path: &std::path::Path) -> Result<()> {
             info.parameters.len(),
             network.display()
         );
+        if let Some(sidecar) = path
+            .is_dir()
+            .then(|| head::Sidecar::read(path))
+            .transpose()?
+            .flatten()
+        {
+            out += &head_lines(&sidecar, &info.parameters);
+        }
         print!("{out}");
         return Ok(());
     }
@@ -350,6 +428,44 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     out += &format!("format: {format}{key}\n");
     print!("{out}");
     Ok(())
+}
+
+/// Which tensors are the head (from the bundle's head.json) and which are frozen.
+fn head_lines(sidecar: &head::Sidecar, parameters: &[edgebone::inspect::Parameter]) -> String {
+    let is_head = |p: &&edgebone::inspect::Parameter| sidecar.parameters.contains(&p.name);
+    let state = match &sidecar.training {
+        Some(t) => format!(
+            "trained by `quantize train-head` on {} (best epoch {}, validation accuracy {:.4})",
+            t["data"].as_str().unwrap_or("?"),
+            t["best_epoch"]["epoch"],
+            t["best_epoch"]["val_accuracy"].as_f64().unwrap_or(f64::NAN)
+        ),
+        None => format!("new, untrained (seed {})", sidecar.seed),
+    };
+    let head: Vec<String> = parameters
+        .iter()
+        .filter(is_head)
+        .map(|p| {
+            let shape: Vec<usize> = p.shape.iter().map(|&d| d.max(0) as usize).collect();
+            format!("{} {}", p.name, torch::TorchSize(&shape))
+        })
+        .collect();
+    let frozen: Vec<_> = parameters.iter().filter(|p| !is_head(p)).collect();
+    let frozen_count: u64 = frozen
+        .iter()
+        .filter(|p| !p.name.ends_with("running_mean") && !p.name.ends_with("running_var"))
+        .map(|p| p.numel())
+        .sum();
+    format!(
+        "head: {} ({}), {} classes: {state}\n\
+         frozen: the other {} tensors, {frozen_count} parameters (the backbone of {}, sha256 {})\n",
+        sidecar.layer,
+        head.join(", "),
+        sidecar.classes,
+        frozen.len(),
+        sidecar.source,
+        sidecar.source_sha256
+    )
 }
 
 fn print(report: &eval::Report, output: &Output) -> Result<()> {
