@@ -48,9 +48,15 @@ pub struct TrainArgs {
     /// Share of each class's photos held out for validation and early stopping.
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
-    /// Also train on the embeddings of the horizontally flipped photos.
-    #[arg(long)]
+    /// Do not also train on the embeddings of the horizontally flipped photos
+    /// (by default they are added: on the animal-or-object set, test accuracy
+    /// 0.95 with them, 0.93 without; docs/training.md).
+    #[arg(long = "no-flip", action = clap::ArgAction::SetFalse)]
     flip: bool,
+    /// Keep the head of the best epoch as it is, instead of training it again on
+    /// the training and validation photos together for that many epochs.
+    #[arg(long = "no-refit", action = clap::ArgAction::SetFalse)]
+    refit: bool,
     /// At most this many passes over the training photos.
     #[arg(long, default_value_t = 200)]
     epochs: usize,
@@ -60,8 +66,9 @@ pub struct TrainArgs {
     /// Adam's step size.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// L2 penalty on the weights (not the bias).
-    #[arg(long, default_value_t = 1e-3)]
+    /// L2 penalty on the (standardized) weights, not the bias: strong, because a
+    /// few hundred photos in 1280 dimensions are fitted exactly without it.
+    #[arg(long, default_value_t = 0.1)]
     weight_decay: f64,
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -170,7 +177,33 @@ pub fn train_head(args: &TrainArgs) -> Result<()> {
         .map(|&i| samples[i].embedding.as_slice())
         .collect();
     let vy: Vec<usize> = val.iter().map(|&i| samples[i].class).collect();
-    let (model, history, best) = fit(&xs, &ys, &vx, &vy, names.len(), args);
+    let (model, history, best) = fit(&xs, &ys, &vx, &vy, names.len(), args, args.epochs, true);
+    let best_epoch = &history[best];
+    // The split has chosen how long to train; the head then learns from every
+    // photo for that many epochs (on the full animal-or-object set this takes
+    // test accuracy from 0.92 to 0.95, docs/training.md).
+    let model = if args.refit {
+        let all_x: Vec<&[f32]> = xs.iter().chain(&vx).copied().collect();
+        let all_y: Vec<usize> = ys.iter().chain(&vy).copied().collect();
+        println!(
+            "refitting on all {} photos for {} epochs",
+            samples.len(),
+            best_epoch.epoch
+        );
+        fit(
+            &all_x,
+            &all_y,
+            &vx,
+            &vy,
+            names.len(),
+            args,
+            best_epoch.epoch,
+            false,
+        )
+        .0
+    } else {
+        model
+    };
     let (w, b) = model.unstandardized();
 
     let test = match &args.test {
@@ -178,7 +211,6 @@ pub fn train_head(args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let new = head::replace(graph, &old, &w, &b)?;
-    let best_epoch = &history[best];
     let mut sidecar = head::Sidecar::new(&source, &new, args.seed);
     sidecar.init = format!("trained by `quantize train-head` from {}", head::INIT);
     let training = serde_json::json!({
@@ -191,6 +223,7 @@ pub fn train_head(args: &TrainArgs) -> Result<()> {
         "flip": args.flip,
         "optimizer": format!("Adam (lr {}, betas 0.9/0.999), L2 {} on the weights, batch {}, inputs standardized then folded into the weights", args.lr, args.weight_decay, args.batch),
         "epochs_run": history.len(),
+        "refit_on_all": args.refit,
         "best_epoch": best_epoch,
         "history": history,
         "test": test,
@@ -630,6 +663,8 @@ fn fit(
     vy: &[usize],
     classes: usize,
     args: &TrainArgs,
+    epochs: usize,
+    stop_early: bool,
 ) -> (Softmax, Vec<Epoch>, usize) {
     let features = xs[0].len();
     let n = xs.len() as f64;
@@ -674,9 +709,9 @@ fn fit(
     let mut order: Vec<usize> = (0..xs.len()).collect();
     let mut history = Vec::new();
     let (mut best, mut best_model, mut best_loss) = (0, model.clone(), f64::INFINITY);
-    let bar = images::progress(args.epochs, "training");
+    let bar = images::progress(epochs, if stop_early { "training" } else { "refitting" });
     let mut p = vec![0.0f64; classes];
-    for epoch in 1..=args.epochs {
+    for epoch in 1..=epochs {
         bar.inc(1);
         rng.shuffle(&mut order);
         for batch in order.chunks(args.batch.max(1)) {
@@ -723,7 +758,9 @@ fn fit(
             val_loss,
             val_accuracy,
         });
-        if val_loss < best_loss {
+        if !stop_early {
+            (best, best_model) = (history.len() - 1, model.clone());
+        } else if val_loss < best_loss {
             (best, best_model, best_loss) = (history.len() - 1, model.clone(), val_loss);
         } else if history.len() - 1 - best >= args.patience {
             bar.suspend(|| {
@@ -877,6 +914,7 @@ mod tests {
             seed: 0,
             val_fraction: 0.2,
             flip: false,
+            refit: true,
             epochs: 200,
             patience: 15,
             lr: 0.05,
@@ -884,7 +922,7 @@ mod tests {
             batch: 32,
             threads: 1,
         };
-        let (model, history, best) = fit(&xs, &ys, &vx, &vy, 2, &args);
+        let (model, history, best) = fit(&xs, &ys, &vx, &vy, 2, &args, 200, true);
         assert!(history[best].val_accuracy == 1.0, "{:?}", history[best]);
         assert!(history[best].val_loss < history[0].val_loss);
         // The folded layer gives the same answers on raw inputs.
