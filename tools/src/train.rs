@@ -600,6 +600,8 @@ impl Softmax {
     }
 
     /// Probabilities of a standardized input.
+    // Indexed loops: the rows of `w` and the entries of `p` go together by class.
+    #[allow(clippy::needless_range_loop)]
     fn probabilities(&self, z: &[f32], p: &mut [f64]) {
         for c in 0..self.classes {
             let row = &self.w[c * self.features..(c + 1) * self.features];
@@ -638,6 +640,7 @@ impl Softmax {
 
     /// The same layer on raw embeddings: W' = W/σ, b' = b − W'·μ, which is what
     /// goes into the graph.
+    #[allow(clippy::needless_range_loop)]
     fn unstandardized(&self) -> (Vec<f32>, Vec<f32>) {
         let mut w = self.w.clone();
         let mut b = self.b.clone();
@@ -656,6 +659,9 @@ impl Softmax {
 
 /// Mini-batch Adam with L2 on the weights; the epoch with the lowest validation
 /// loss is kept, and training stops `patience` epochs after it.
+// Training and validation sets as parallel slices, and the two ways to run
+// (search with early stopping, refit for a fixed count): clearer spelled out.
+#[allow(clippy::too_many_arguments)]
 fn fit(
     xs: &[&[f32]],
     ys: &[usize],
