@@ -1,22 +1,27 @@
-//! `quantize`: post-training int8 quantization of edgebone model bundles, on the
-//! host. Float bundle and calibration photos in; an int8 QDQ bundle out, with a
+//! `quantize`: the host tool. PyTorch checkpoints to edgebone bundles
+//! (`convert`, `inspect`) and post-training int8 quantization of bundles: float
+//! bundle and calibration photos in; an int8 QDQ bundle out, with a
 //! float-against-int8 report.
 
 mod activations;
 mod bundle;
 mod calibrate;
+mod convert;
 mod eval;
 mod fold;
+mod head;
 mod images;
 mod qdq;
 #[cfg(test)]
 mod testing;
+mod torch;
+mod train;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgebone::Bundle;
 use edgebone::onnx::{self, qdq::QParams};
@@ -27,7 +32,7 @@ use calibrate::Method;
 #[command(
     name = "quantize",
     version,
-    about = "int8 quantization of edgebone model bundles"
+    about = "PyTorch checkpoints to edgebone bundles, and their int8 quantization"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +47,42 @@ enum Command {
     /// Float against int8 on a folder of photos (top-1 with the folder's
     /// labels.tsv, agreement, output cosine).
     Eval(EvalArgs),
+    /// A torchvision checkpoint (state_dict) to an edgebone bundle: the ONNX
+    /// graph of the architecture with the checkpoint's weights, a manifest with
+    /// torchvision's preprocessing and feature taps, ImageNet labels.
+    Convert(ConvertArgs),
+    /// The named tensors of a PyTorch checkpoint, bundle or ONNX file, in
+    /// state_dict order, as PyTorch prints them, and the parameter count; for a
+    /// bundle with a new or trained head, which layer is the head and what is frozen.
+    Inspect {
+        /// A torch.save file (zip archive or legacy format), a bundle or an ONNX file.
+        checkpoint: PathBuf,
+    },
+    /// A bundle with its classifier replaced by a fresh N-class linear layer
+    /// (PyTorch's default Linear init, seeded); the backbone is kept as it is.
+    Head(HeadArgs),
+    /// A new classifier trained on a frozen backbone from an ImageFolder-style
+    /// folder (one subfolder of photos per class; folder names become labels).
+    TrainHead(train::TrainArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("classes_or_labels").required(true).args(["classes", "labels"])))]
+struct HeadArgs {
+    /// The bundle whose classifier is replaced.
+    bundle: PathBuf,
+    /// The number of classes (labels class0, class1, …).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// A labels file, one class name per line; its line count is the class count.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Where to write the new bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -79,6 +120,22 @@ struct Int8Args {
 }
 
 #[derive(Args)]
+struct ConvertArgs {
+    /// A torch.save file holding a state_dict (bare, or under `state_dict` or `model`).
+    #[arg(required_unless_present = "random_seed")]
+    checkpoint: Option<PathBuf>,
+    /// The architecture, as torchvision names it.
+    #[arg(long, value_enum)]
+    arch: convert::Arch,
+    /// Where to write the bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// No checkpoint: seeded weights (for tests and benchmarks, never accuracy).
+    #[arg(long, conflicts_with = "checkpoint")]
+    random_seed: Option<u64>,
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// The float bundle.
     float: PathBuf,
@@ -107,6 +164,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Int8(args) => int8(args),
         Command::Eval(args) => eval(args),
+        Command::Convert(args) => convert(args),
+        Command::Inspect { checkpoint } => inspect(checkpoint),
+        Command::Head(args) => new_head(args),
+        Command::TrainHead(args) => train::train_head(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,6 +272,199 @@ fn eval(args: &EvalArgs) -> Result<()> {
     print(
         &eval::compare(&float, &int8, &args.images, args.output.threads)?,
         &args.output,
+    )
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let (converted, origin) = match (&args.checkpoint, args.random_seed) {
+        (Some(path), _) => {
+            let checkpoint = torch::read(path)?;
+            let converted = convert::from_state_dict(args.arch, &checkpoint.state_dict)
+                .with_context(|| path.display().to_string())?;
+            let sha = edgebone::model::sha256_hex(path)?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            (converted, format!("{name} (sha256 {sha})"))
+        }
+        (None, Some(seed)) => (
+            convert::from_formula(args.arch, Some(seed))?,
+            format!("seeded weights (--random-seed {seed}): never for accuracy"),
+        ),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let out = convert::write_bundle(args.arch, &converted, &args.out, &origin)?;
+    // The bundle must load as `edgebone classify` loads it.
+    let bundle = Bundle::open(&out)?;
+    let task = edgebone::Task::head(&bundle.manifest);
+    edgebone::Pipeline::load(bundle, task, &Default::default())?;
+    let params: usize = converted
+        .model
+        .graph
+        .iter()
+        .flat_map(|g| &g.initializer)
+        .filter(|t| !t.name.ends_with("running_mean") && !t.name.ends_with("running_var"))
+        .map(|t| t.dims.iter().product::<i64>() as usize)
+        .sum();
+    log::info!(
+        "wrote {} ({}, {} classes, {params} parameters, taps {})",
+        out.display(),
+        args.arch.name(),
+        converted.classes,
+        converted
+            .taps
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn new_head(args: &HeadArgs) -> Result<()> {
+    let labels = head::labels(args.classes, args.labels.as_deref())?;
+    let source = Bundle::open(&args.bundle)?;
+    let mut proto = onnx::load(&source.network_path())?;
+    let graph = onnx::graph_mut(&mut proto);
+    let old = head::find(graph, source.manifest.output.name.as_deref())
+        .with_context(|| source.network_path().display().to_string())?;
+    let (w, b) = head::linear_init(labels.len(), old.features, args.seed);
+    let new = head::replace(graph, &old, &w, &b)?;
+    let sidecar = head::Sidecar::new(&source, &new, args.seed);
+    let out = head::write_bundle(
+        &source,
+        &proto,
+        &new,
+        &labels,
+        &args.out,
+        &sidecar,
+        "a new head from `quantize head`",
+    )?;
+    // The bundle must load as `edgebone classify` loads it.
+    let bundle = Bundle::open(&out)?;
+    edgebone::Pipeline::load(
+        bundle,
+        edgebone::Task::Classify { top_k: 1 },
+        &Default::default(),
+    )?;
+    log::info!(
+        "wrote {}: {} [{}, {}] replaced by [{}, {}] ({}, seed {}); the rest frozen",
+        out.display(),
+        old.layer,
+        old.classes,
+        old.features,
+        new.classes,
+        new.features,
+        head::INIT,
+        args.seed
+    );
+    Ok(())
+}
+
+fn inspect(path: &std::path::Path) -> Result<()> {
+    // A bundle or an ONNX file: its weights under their PyTorch names
+    // (edgebone's own inspect), printed the way a checkpoint's are.
+    let network = if path.is_dir() {
+        Some(Bundle::open(path)?.network_path())
+    } else {
+        (path.extension().is_some_and(|e| e == "onnx")).then(|| path.to_path_buf())
+    };
+    if let Some(network) = network {
+        let info = edgebone::inspect::inspect(&network)?;
+        let mut out = String::new();
+        for p in &info.parameters {
+            let shape: Vec<usize> = p.shape.iter().map(|&d| d.max(0) as usize).collect();
+            out += &format!("{} {}\n", p.name, torch::TorchSize(&shape));
+        }
+        // The checkpoint's rule: BatchNorm's running statistics are buffers.
+        let count: u64 = info
+            .parameters
+            .iter()
+            .filter(|p| !p.name.ends_with("running_mean") && !p.name.ends_with("running_var"))
+            .map(|p| p.numel())
+            .sum();
+        out += &format!(
+            "total: {count} parameters in {} tensors ({})\n",
+            info.parameters.len(),
+            network.display()
+        );
+        if let Some(sidecar) = path
+            .is_dir()
+            .then(|| head::Sidecar::read(path))
+            .transpose()?
+            .flatten()
+        {
+            out += &head_lines(&sidecar, &info.parameters);
+        }
+        print!("{out}");
+        return Ok(());
+    }
+    let checkpoint = torch::read(path)?;
+    let sd = &checkpoint.state_dict;
+    let mut out = String::new();
+    for (name, tensor) in &sd.entries {
+        out += &format!("{name} {}\n", torch::TorchSize(&tensor.shape));
+    }
+    let mut dtypes: Vec<&str> = Vec::new();
+    for (_, t) in &sd.entries {
+        if !dtypes.contains(&t.dtype.torch_name()) {
+            dtypes.push(t.dtype.torch_name());
+        }
+    }
+    out += &format!(
+        "total: {} parameters in {} tensors ({}; parameters: floating tensors other than \
+         running_mean/running_var)\n",
+        sd.parameter_count(),
+        sd.len(),
+        dtypes.join(", ")
+    );
+    let format = match checkpoint.format {
+        torch::Format::Zip => "zip archive",
+        torch::Format::Legacy => "legacy pickle stream",
+    };
+    let key = if checkpoint.key.is_empty() {
+        String::new()
+    } else {
+        format!(", state_dict under `{}`", checkpoint.key)
+    };
+    out += &format!("format: {format}{key}\n");
+    print!("{out}");
+    Ok(())
+}
+
+/// Which tensors are the head (from the bundle's head.json) and which are frozen.
+fn head_lines(sidecar: &head::Sidecar, parameters: &[edgebone::inspect::Parameter]) -> String {
+    let is_head = |p: &&edgebone::inspect::Parameter| sidecar.parameters.contains(&p.name);
+    let state = match &sidecar.training {
+        Some(t) => format!(
+            "trained by `quantize train-head` on {} (best epoch {}, validation accuracy {:.4})",
+            t["data"].as_str().unwrap_or("?"),
+            t["best_epoch"]["epoch"],
+            t["best_epoch"]["val_accuracy"].as_f64().unwrap_or(f64::NAN)
+        ),
+        None => format!("new, untrained (seed {})", sidecar.seed),
+    };
+    let head: Vec<String> = parameters
+        .iter()
+        .filter(is_head)
+        .map(|p| {
+            let shape: Vec<usize> = p.shape.iter().map(|&d| d.max(0) as usize).collect();
+            format!("{} {}", p.name, torch::TorchSize(&shape))
+        })
+        .collect();
+    let frozen: Vec<_> = parameters.iter().filter(|p| !is_head(p)).collect();
+    let frozen_count: u64 = frozen
+        .iter()
+        .filter(|p| !p.name.ends_with("running_mean") && !p.name.ends_with("running_var"))
+        .map(|p| p.numel())
+        .sum();
+    format!(
+        "head: {} ({}), {} classes: {state}\n\
+         frozen: the other {} tensors, {frozen_count} parameters (the backbone of {}, sha256 {})\n",
+        sidecar.layer,
+        head.join(", "),
+        sidecar.classes,
+        frozen.len(),
+        sidecar.source,
+        sidecar.source_sha256
     )
 }
 
