@@ -117,7 +117,11 @@ fn bad_images_are_reported_and_the_good_ones_still_processed() {
     std::fs::write(&text, "not an image").unwrap();
     let tiny = dir.path().join("tiny.png");
     std::fs::write(&tiny, tiny_png()).unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let missing = dir.path().join("missing.jpg");
     let good = data("images/imagenet-test/n01558993_robin.JPEG");
+    let bus = data("images/bus.jpg");
     let run = edgebone(&[
         "classify",
         "--model",
@@ -126,12 +130,17 @@ fn bad_images_are_reported_and_the_good_ones_still_processed() {
         path(&text),
         path(&good),
         path(&tiny),
+        path(&empty),
+        path(&missing),
+        path(&bus),
     ]);
     run.assert_no_panic();
     assert_eq!(run.code, Some(1));
+    // Every good image is reported, the one after all the bad ones included.
     let lines = run.json_lines();
-    assert_eq!(lines.len(), 1, "{}", run.stdout);
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
     assert_eq!(lines[0]["top"][0]["label"], "robin");
+    assert_eq!(lines[1]["image"], path(&bus));
     let errors = run.errors();
     let line_for = |file: &Path| {
         let matching: Vec<_> = errors.iter().filter(|l| l.contains(path(file))).collect();
@@ -141,7 +150,9 @@ fn bad_images_are_reported_and_the_good_ones_still_processed() {
     assert!(line_for(&truncated).contains("JPEG decoding failed"));
     assert!(line_for(&text).contains("expected a JPEG or PNG"));
     assert!(line_for(&tiny).contains("too small for the model's 224x224 crop"));
-    assert!(errors.iter().any(|l| l.contains("3 of 4 image(s) failed")));
+    line_for(&empty);
+    line_for(&missing);
+    assert!(errors.iter().any(|l| l.contains("5 of 7 image(s) failed")));
 }
 
 /// A valid 8x8 RGB PNG.

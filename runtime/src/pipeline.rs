@@ -51,14 +51,35 @@ impl Pipeline {
             message,
         })?;
         let model = Model::load(&bundle, options, decoder.outputs())?;
-        if let Decoder::Detect { classes, .. } = &mut decoder
-            && let Some(shape) = model.output_shape(0)
-        {
-            *classes = Some(yolov5_classes(&shape).map_err(|message| Error::Task {
-                bundle: bundle.dir.clone(),
-                message,
-            })?);
-        }
+        // The output shapes each decoder reads, checked once here rather than
+        // failing every frame.
+        let shapes = (0..bundle.manifest.taps.len().max(1)).map(|i| model.output_shape(i));
+        let checked = match &mut decoder {
+            Decoder::Detect { classes, .. } => match model.output_shape(0) {
+                Some(shape) => yolov5_classes(&shape).map(|c| *classes = Some(c)),
+                None => Ok(()),
+            },
+            Decoder::Classify { .. } => match model.output_shape(0) {
+                Some(shape) => classifier_classes(&shape).map(|_| ()).map_err(|e| {
+                    let name = bundle.manifest.output.name.as_deref();
+                    format!("output {}: {e}", name.unwrap_or("(the graph's first)"))
+                }),
+                None => Ok(()),
+            },
+            Decoder::Features => shapes
+                .zip(&bundle.manifest.taps)
+                .try_for_each(|(shape, tap)| match shape {
+                    Some(shape) if shape.len() != 4 || shape[0] != 1 => Err(format!(
+                        "tap {} ({}) must be [1, C, H, W], got {shape:?}",
+                        tap.name, tap.tensor
+                    )),
+                    _ => Ok(()),
+                }),
+        };
+        checked.map_err(|message| Error::Task {
+            bundle: bundle.dir.clone(),
+            message,
+        })?;
         let [_, _, h, w] = model.input_shape();
         let preprocessor = Preprocessor::new(&bundle.manifest.input, w as u32, h as u32);
         Ok(Pipeline {
@@ -208,6 +229,20 @@ fn yolov5_classes(shape: &[usize]) -> std::result::Result<usize, String> {
     }
 }
 
+/// The class count of a classifier's output: one row of logits, `[1, N]` (or
+/// `[N]`, or with trailing 1s as a 1×1 convolution head leaves it).
+fn classifier_classes(shape: &[usize]) -> std::result::Result<usize, String> {
+    let classes = shape.iter().product::<usize>();
+    let rows = shape.iter().filter(|&&d| d != 1).count();
+    if classes >= 2 && rows == 1 {
+        Ok(classes)
+    } else {
+        Err(format!(
+            "classifier output must be [1, classes], got {shape:?}"
+        ))
+    }
+}
+
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
@@ -299,5 +334,14 @@ mod tests {
                 .contains("[1, 1000]")
         );
         assert!(yolov5_classes(&[1, 10, 5]).is_err());
+    }
+
+    #[test]
+    fn classifier_shapes_must_be_one_row_of_logits() {
+        assert_eq!(classifier_classes(&[1, 1000]), Ok(1000));
+        assert_eq!(classifier_classes(&[1, 1000, 1, 1]), Ok(1000));
+        let err = classifier_classes(&[1, 24, 56, 56]).unwrap_err();
+        assert!(err.contains("[1, 24, 56, 56]"), "{err}");
+        assert!(classifier_classes(&[1, 1]).is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::{Bundle, family, int8, winograd};
+use super::{Bundle, family, int8, validate, winograd};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -124,6 +124,9 @@ fn optimize(
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut onnx = tract_onnx::onnx();
     let mut proto = onnx.proto_model_for_path(path)?;
+    if let Some(graph) = &proto.graph {
+        validate::graph(graph).map_err(TractError::msg)?;
+    }
     if options.integer {
         int8::register(&mut onnx);
         log_summary(path, &int8::rewrite(&mut proto, outputs));
@@ -142,6 +145,15 @@ fn optimize(
         .with_input_fact(0, f32::fact(input_shape).into())?;
     if !outputs.is_empty() {
         model = model.with_outputs_by_name(outputs)?;
+    }
+    // Shapes are known only once tract has inferred them; checked before it
+    // builds the operators that would compute with them. The analysis goes on
+    // past a node it cannot type, so that a convolution whose kernel does not
+    // fit is named rather than the first node after it that fails; its own
+    // error, if any, comes back when the plan is built.
+    let _ = model.analyse(true);
+    if let Some(graph) = &proto.graph {
+        validate::convolutions_fit(graph, &model)?;
     }
     let executor = if options.threads > 1 {
         Executor::multithread(options.threads)

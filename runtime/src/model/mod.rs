@@ -5,6 +5,7 @@ pub mod family;
 pub mod int8;
 mod load;
 pub mod manifest;
+mod validate;
 mod winograd;
 
 pub use bundle::{Bundle, MANIFEST_FILE, sha256_hex};

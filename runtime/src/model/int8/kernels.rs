@@ -89,6 +89,18 @@ impl Geometry {
         )
     }
 
+    /// [`Geometry::output_size`], or `None` when the kernel is larger than the
+    /// padded input or a stride is 0 (the loader refuses such a layer).
+    pub fn checked_output_size(&self) -> Option<(usize, usize)> {
+        let (ph, pw) = self.padded();
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        Some((
+            ph.checked_sub(kh)?.checked_div(sh)? + 1,
+            pw.checked_sub(kw)?.checked_div(sw)? + 1,
+        ))
+    }
+
     fn padded(&self) -> (usize, usize) {
         let [top, left, bottom, right] = self.pads;
         (self.height + top + bottom, self.width + left + right)

@@ -169,18 +169,43 @@ fn parse_conv(
         .t
         .as_ref()
         .context("weights is not a tensor")?;
+    // The rewrite writes these from a graph the loader has validated; checked
+    // again because a node of this type may also come straight from a file.
+    let name = &node.name;
+    ensure!(
+        w.dims.len() == 4 && w.dims.iter().all(|&d| d > 0),
+        "{name}: weights of shape {:?}, [c_out, c_in / group, kh, kw] expected",
+        w.dims
+    );
     let shape: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
     let weights = Tensor::from_shape(&shape, &bytes_as_i8(&w.raw_data))?;
-    let strides = ints(node, "strides")?;
-    let pads = ints(node, "pads")?;
+    let (&[sh, sw], &[top, left, bottom, right]) =
+        (&ints(node, "strides")?[..], &ints(node, "pads")?[..])
+    else {
+        bail!("{name}: two strides and four pads expected");
+    };
+    ensure!(
+        sh >= 1 && sw >= 1 && [top, left, bottom, right].iter().all(|&p| p >= 0),
+        "{name}: strides below 1 or negative pads"
+    );
+    let bias: Vec<i32> = ints(node, "bias")?.iter().map(|&b| b as i32).collect();
+    let scales = attr(node, "scales")?.floats.clone();
+    let group = int(node, "group")?;
+    ensure!(
+        bias.len() == shape[0] && scales.len() == shape[0] && group >= 1,
+        "{name}: {} bias values and {} scales for {} output channels, group {group}",
+        bias.len(),
+        scales.len(),
+        shape[0]
+    );
     let params = ConvParams {
         weights: Arc::new(weights),
-        bias: ints(node, "bias")?.iter().map(|&b| b as i32).collect(),
-        scales: attr(node, "scales")?.floats.clone(),
-        group: int(node, "group")? as usize,
-        stride: (strides[0] as usize, strides[1] as usize),
+        bias,
+        scales,
+        group: group as usize,
+        stride: (sh as usize, sw as usize),
         // ONNX order: top, left, bottom, right
-        pads: [pads[0], pads[1], pads[2], pads[3]].map(|p| p as usize),
+        pads: [top, left, bottom, right].map(|p| p as usize),
         zero_in: int(node, "zero_in")? as i8,
         requant: requant_of(node)?,
         float_out: int(node, "float_out")? != 0,
@@ -228,8 +253,21 @@ impl Expansion for ConvParams {
         s.equals(&outputs[0].datum_type, self.output_type())?;
         s.equals(&inputs[0].rank, 4)?;
         s.given(&inputs[0].shape, move |s, shape| {
-            let concrete: Result<Vec<usize>, _> = shape.iter().map(|d| d.to_usize()).collect();
-            let (oh, ow) = self.geometry(&concrete?).output_size();
+            let concrete: Vec<usize> = shape
+                .iter()
+                .map(|d| d.to_usize())
+                .collect::<Result<_, _>>()?;
+            ensure!(
+                concrete.len() == 4,
+                "input of shape {concrete:?}, NCHW expected"
+            );
+            let geometry = self.geometry(&concrete);
+            let (oh, ow) = geometry.checked_output_size().with_context(|| {
+                format!(
+                    "kernel {:?} larger than its padded {}x{} input",
+                    geometry.kernel, concrete[2], concrete[3]
+                )
+            })?;
             let out: TVec<TDim> = tvec![
                 shape[0].clone(),
                 self.output_channels().to_dim(),

@@ -312,6 +312,16 @@ fn conv_bias(index: &Patterns, node: &NodeProto, c_out: usize) -> Result<Vec<f64
         let q = integers(index.constant(dq, 0)?)?;
         let scales = floats(index.constant(dq, 1)?)?;
         let zero = index.constant(dq, 2).map(integers).unwrap_or(Ok(vec![0]))?;
+        // The loader's validation refuses these; checked here too because a
+        // short bias was read past its end.
+        let fits = |n: usize| n == 1 || n == c_out;
+        if q.len() != c_out || !fits(scales.len()) || !fits(zero.len()) {
+            return Err(format!(
+                "{}: {} bias values for {c_out} channels",
+                node.name,
+                q.len()
+            ));
+        }
         return Ok((0..c_out)
             .map(|c| (q[c] - at(&zero, c)) as f64 * at(&scales, c) as f64)
             .collect());
