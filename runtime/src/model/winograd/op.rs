@@ -274,27 +274,42 @@ impl WinogradConv {
     }
 
     fn run(&self, x: &[f32]) -> TractResult<Tensor> {
-        let transformed = self.transform_input(x)?;
         let n = self.tiles.len();
+        let mut transformed: Vec<Option<Box<dyn MMMInputValue>>> =
+            self.transform_input(x)?.into_iter().map(Some).collect();
         let mut products = unsafe { Tensor::uninitialized::<f32>(&[POINTS, self.c_out, n])? };
-        for (xi, b) in transformed.into_iter().enumerate() {
-            let view = products.view_at_prefix_mut(&[xi])?;
-            unsafe {
-                let store = self.mmm.c_view(Some(0), Some(1)).wrap(&view);
-                self.mmm.run(
-                    self.c_out,
-                    n,
-                    &[
-                        FusedSpec::AddMatMul {
-                            a: AsInputValue::Borrowed(&*self.kernels[xi]),
-                            b: AsInputValue::Owned(b),
-                            packing: self.packing,
-                        },
-                        FusedSpec::Store(store),
-                    ],
-                )?;
+        let stores = (0..POINTS)
+            .map(|xi| {
+                let view = products.view_at_prefix_mut(&[xi])?;
+                // SAFETY: each store writes its own point's [c_out, n] block of
+                // `products`, which outlives the products below.
+                Ok(unsafe { self.mmm.c_view(Some(0), Some(1)).wrap(&view) })
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        // The 36 products are independent: split across threads by point, so
+        // that the deep layers (few tiles, one panel or two) keep every thread busy.
+        let work = POINTS * self.c_out * n * self.c_in;
+        par_chunks_mut(&mut transformed, 1, work, |first, chunk| {
+            for (i, b) in chunk.iter_mut().enumerate() {
+                let xi = first + i;
+                let b = b.take().context("a point's input used twice")?;
+                unsafe {
+                    self.mmm.run(
+                        self.c_out,
+                        n,
+                        &[
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&*self.kernels[xi]),
+                                b: AsInputValue::Owned(b),
+                                packing: self.packing,
+                            },
+                            FusedSpec::Store(stores[xi]),
+                        ],
+                    )?;
+                }
             }
-        }
+            Ok(())
+        })?;
         self.transform_output(products.try_as_plain_ram()?.as_slice::<f32>()?)
     }
 
@@ -533,7 +548,8 @@ mod tests {
     }
 
     /// Sizes that are and are not multiples of the tile, asymmetric padding,
-    /// fewer tiles than one lane group, channels that do not fill a panel.
+    /// fewer tiles than one lane group, channels that do not fill a panel; on one
+    /// thread and on two.
     #[test]
     fn matches_the_direct_convolution() {
         let cases = [
@@ -542,6 +558,8 @@ mod tests {
             (4, 9, 13, 6, [0, 2, 1, 0], false),
             (33, 16, 3, 3, [0, 0, 0, 0], true),
             (3, 2, 21, 19, [2, 1, 0, 2], false),
+            // Big enough that two threads do split it.
+            (32, 32, 16, 16, [1, 1, 1, 1], true),
         ];
         for (i, (c_out, c_in, h, w, pads, relu)) in cases.into_iter().enumerate() {
             let p = WinogradParams {
@@ -555,6 +573,13 @@ mod tests {
             let x = pseudo_random(c_in * h * w, 3 * i as u32 + 3);
             let op = WinogradConv::new("test", &p, h, w).unwrap();
             let got = op.run(&x).unwrap();
+            // Split across two threads (by channel, tile and point), the same bytes.
+            let pool = tract_linalg::multithread::Executor::multithread(2);
+            let split = tract_linalg::multithread::multithread_tract_scope(pool, || {
+                crate::model::int8::ops::on_plan_threads(|| op.run(&x))
+            })
+            .unwrap();
+            assert_eq!(split, got, "case {i}: two threads");
             let want = reference(&p, &x, h, w);
             let got = got.try_as_plain_ram().unwrap();
             let got = got.as_slice::<f32>().unwrap();
@@ -564,7 +589,17 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "case {i}: worst difference {worst}");
+            // Relative to the layer's largest output: F(4×4, 3×3) in f32 carries
+            // a few 1e-6 of it (more input channels, more terms rounded).
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            eprintln!(
+                "case {i}: worst {worst:.2e}, relative {:.2e}",
+                worst / scale
+            );
+            assert!(
+                worst / scale < 1e-5,
+                "case {i}: worst difference {worst} of {scale}"
+            );
         }
     }
 }
