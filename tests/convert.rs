@@ -4,7 +4,9 @@
 //! checkpoints are refused with one clean error.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod tool;
+use tool::{Run, assert_fails_with, path_str as str_path, quantize, read_f32, root};
 
 use edgebone::{Bundle, ModelOptions, Pipeline, Results, RgbFrame, Task};
 use tract_onnx::prelude::{IntoTValue, Tensor};
@@ -16,50 +18,6 @@ mod write;
 use write::{Entry, Pickle, Stored};
 
 const CHECKPOINT: &str = "tests/data/checkpoints/mobilenet_v2-b0353104.pth";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn quantize(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantize"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("quantize runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Errors are one `ERROR` line, exit code 2, no panic.
-fn assert_fails_with(run: &Run, message: &str) {
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains(message), "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn str_path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn inspect_lists_the_314_tensors_as_pytorch_prints_them() {

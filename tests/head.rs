@@ -11,37 +11,11 @@
 //! lower (0.86 measured with the defaults; bound 0.80).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod tool;
+use tool::{path_str as s, quantize, root, run};
 
 use edgebone::{Bundle, ModelOptions, Pipeline, Results, RgbFrame, Task};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(program: &Path, args: &[&str]) -> Run {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("the program runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn quantize(args: &[&str]) -> Run {
-    run(Path::new(env!("CARGO_BIN_EXE_quantize")), args)
-}
 
 /// The `edgebone` binary of the same build, when it has been built: this
 /// package's tests cannot ask cargo for another package's binary, so without
@@ -58,10 +32,6 @@ fn edgebone() -> Option<PathBuf> {
         );
         None
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The ImageNet folder `src` (with labels.tsv) as an ImageFolder: `animal/`
@@ -329,7 +299,7 @@ fn one_class_is_refused_and_an_unreadable_photo_is_skipped() {
     std::fs::remove_dir_all(data.join("object")).unwrap();
     let r = args(&data);
     assert_eq!(r.code, Some(2), "{}", r.stderr);
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    let errors = r.errors();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(
         errors[0].contains("1 class folder(s) (animal); train-head needs at least two"),

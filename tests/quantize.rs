@@ -2,43 +2,13 @@
 //! command makes from the calibration photos, and it holds its accuracy on the
 //! test photos (which calibration never sees).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn quantize(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_quantize"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("quantize runs");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+mod tool;
+use tool::{Run, assert_fails_with, quantize, root};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Errors are one `ERROR` line, exit code 2, no panic.
-fn assert_fails_with(run: &Run, message: &str) {
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let errors: Vec<&str> = run.stderr.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 1, "{}", run.stderr);
-    assert!(errors[0].contains(message), "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
 
 /// The `--json` report of a successful run.

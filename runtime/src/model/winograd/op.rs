@@ -320,11 +320,19 @@ impl WinogradConv {
         let n = tiles.len();
         let format = &self.panels.format;
         let bytes = format.len(self.c_in, n) * 4;
+        let (panel, written) = (self.panels.len * 4, self.c_in * format.r * 4);
         let mut blobs: Vec<Blob> = (0..POINTS)
             .map(|_| {
-                // SAFETY: zeroed before use: the kernel reads the panels' padding.
+                // SAFETY: the transform writes every channel row of every panel but
+                // the last panel's columns past the tiles; those and each panel's
+                // padding rows (which the kernel reads) are zeroed here, and only
+                // those: this runs per layer per frame.
                 let mut b = unsafe { Blob::new_for_size_and_align(bytes, format.alignment()) };
-                b.as_bytes_mut().fill(0);
+                let values = b.as_bytes_mut();
+                for p in values.chunks_mut(panel) {
+                    p[written..].fill(0);
+                }
+                values[bytes - panel..].fill(0);
                 b
             })
             .collect();
