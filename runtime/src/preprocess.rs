@@ -10,7 +10,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use tract_onnx::prelude::{IntoTValue, TValue, Tensor};
 
 use crate::error::{Error, Result};
-use crate::frame::yuv::{Chroma, YuvPlanes, yuv444_to_rgb};
+use crate::frame::yuv::{Chroma, Colour, Normalization, YuvPlanes, yuv444_to_tensor_row};
 use crate::frame::{FrameRef, Geometry, Pixels};
 use crate::model::manifest::{ChannelOrder, Fit, InputSpec, Interpolation};
 
@@ -31,7 +31,6 @@ struct YuvScratch {
     u: Image<'static>,
     v: Image<'static>,
     uv: Image<'static>,
-    rgb: Vec<u8>,
 }
 
 impl YuvScratch {
@@ -41,7 +40,6 @@ impl YuvScratch {
             u: Image::new(width, height, PixelType::U8),
             v: Image::new(width, height, PixelType::U8),
             uv: Image::new(width, height, PixelType::U8x2),
-            rgb: vec![0; (width * height * 3) as usize],
         }
     }
 }
@@ -107,14 +105,16 @@ impl Preprocessor {
             Fit::Letterbox => self.letterbox(width, height),
             Fit::Stretch => self.stretch(width, height),
         };
-        if placement.region.is_some() {
-            self.resized.buffer_mut().fill(self.spec.pad_value);
-        }
         match pixels {
-            Pixels::Rgb { data, .. } => self.resize_rgb(width, height, data, &placement)?,
-            Pixels::Yuv(planes) => self.resize_yuv(planes, &placement)?,
+            Pixels::Rgb { data, .. } => {
+                if placement.region.is_some() {
+                    self.resized.buffer_mut().fill(self.spec.pad_value);
+                }
+                self.resize_rgb(width, height, data, &placement)?;
+                self.normalize();
+            }
+            Pixels::Yuv(planes) => self.yuv_to_tensor(planes, &placement)?,
         }
-        self.normalize();
         Ok((self.tensor.clone().into_tvalue(), placement.geometry))
     }
 
@@ -246,35 +246,85 @@ impl Preprocessor {
 
     /// YUV (4:2:0 or YUYV's 4:2:2): the luma and the chroma planes are resized to
     /// the model's size (chroma up to full resolution there, so colour edges stay as
-    /// sharp as when converting first) and only then converted to RGB as 4:4:4, so a
-    /// 1080p camera frame costs a model-sized conversion, not a full-frame one.
-    fn resize_yuv(&mut self, planes: &YuvPlanes, placement: &Placement) -> Result<()> {
-        let (left, top, rw, rh) = placement.region.unwrap_or((0, 0, self.width, self.height));
+    /// sharp as when converting first), then converted and normalized in one pass
+    /// into the tensor, so a 1080p camera frame costs a model-sized conversion and
+    /// no RGB image is made at any size.
+    fn yuv_to_tensor(&mut self, planes: &YuvPlanes, placement: &Placement) -> Result<()> {
+        let region = placement.region.unwrap_or((0, 0, self.width, self.height));
+        let (_, _, rw, rh) = region;
         let mut scratch = match self.yuv.take() {
             Some(s) if (s.y.width(), s.y.height()) == (rw, rh) => s,
             _ => YuvScratch::new(rw, rh),
         };
         let result = self.resize_yuv_planes(planes, placement, &mut scratch);
-        if result.is_ok() {
-            copy_rows(
-                &scratch.rgb,
-                rw,
-                self.resized.buffer_mut(),
-                self.width,
-                left,
-                top,
-            );
+        if let Ok(chroma) = &result {
+            let chroma = match chroma {
+                Plane::Planar => Chroma::Planar(scratch.u.buffer(), scratch.v.buffer()),
+                Plane::Interleaved => Chroma::Interleaved(scratch.uv.buffer()),
+            };
+            self.write_yuv(scratch.y.buffer(), &chroma, planes.colour, region);
         }
         self.yuv = Some(scratch);
-        result
+        result.map(|_| ())
     }
 
+    /// The resized planes (`region`-sized) into the tensor, padding around them.
+    fn write_yuv(&mut self, luma: &[u8], chroma: &Chroma, colour: Colour, region: Region) {
+        let (left, top, rw, rh) = region;
+        let (w, pad_value) = (self.width as usize, self.spec.pad_value as usize);
+        let pad = [0, 1, 2].map(|c| self.lut[c][pad_value]);
+        let rgb_plane = self.rgb_planes();
+        let norm = Normalization {
+            scale: self.spec.scale,
+            mean: rgb_plane.map(|p| self.spec.mean[p]),
+            std: rgb_plane.map(|p| self.spec.std[p]),
+        };
+        let [p0, p1, p2] = exclusive_planes(&mut self.tensor, w * self.height as usize);
+        let mut planes = [p0, p1, p2];
+        let (left, rw, top, rh) = (left as usize, rw as usize, top as usize, rh as usize);
+        for (c, plane) in planes.iter_mut().enumerate() {
+            for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                if (top..top + rh).contains(&y) {
+                    row[..left].fill(pad[c]);
+                    row[left + rw..].fill(pad[c]);
+                } else {
+                    row.fill(pad[c]);
+                }
+            }
+        }
+        let [p0, p1, p2] = planes;
+        let mut by_rgb: [Option<&mut [f32]>; 3] = [Some(p0), Some(p1), Some(p2)];
+        let [r, g, b] = rgb_plane.map(|p| by_rgb[p].take().expect("a permutation"));
+        let rows = |plane| region_rows(plane, w, (left, top, rw, rh));
+        let chroma_rows: Box<dyn Iterator<Item = Chroma>> = match chroma {
+            Chroma::Planar(u, v) => Box::new(
+                u.chunks_exact(rw)
+                    .zip(v.chunks_exact(rw))
+                    .map(|(u, v)| Chroma::Planar(u, v)),
+            ),
+            Chroma::Interleaved(uv) => Box::new(uv.chunks_exact(2 * rw).map(Chroma::Interleaved)),
+        };
+        let targets = rows(r).zip(rows(g)).zip(rows(b));
+        for ((luma, chroma), ((r, g), b)) in luma.chunks_exact(rw).zip(chroma_rows).zip(targets) {
+            yuv444_to_tensor_row(luma, &chroma, colour, &norm, [r, g, b]);
+        }
+    }
+
+    /// For R, G and B, the tensor plane it goes to (`channels` says the order).
+    fn rgb_planes(&self) -> [usize; 3] {
+        match self.spec.channels {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        }
+    }
+
+    /// Resizes the planes into `scratch`; says where the chroma went.
     fn resize_yuv_planes(
         &mut self,
         planes: &YuvPlanes,
         placement: &Placement,
         scratch: &mut YuvScratch,
-    ) -> Result<()> {
+    ) -> Result<Plane> {
         let (w, h) = (planes.width, planes.height);
         let fail = resize_error(w, h);
         let (across, down) = planes.subsampling;
@@ -293,18 +343,17 @@ impl Preprocessor {
                         .resize(&src, dst, &chroma_options)
                         .map_err(|e| fail(&e))?;
                 }
-                Chroma::Planar(scratch.u.buffer(), scratch.v.buffer())
+                Plane::Planar
             }
             Chroma::Interleaved(uv) => {
                 let src = ImageRef::new(cw, ch, uv, PixelType::U8x2).map_err(|e| fail(&e))?;
                 self.resizer
                     .resize(&src, &mut scratch.uv, &chroma_options)
                     .map_err(|e| fail(&e))?;
-                Chroma::Interleaved(scratch.uv.buffer())
+                Plane::Interleaved
             }
         };
-        yuv444_to_rgb(scratch.y.buffer(), &chroma, planes.colour, &mut scratch.rgb);
-        Ok(())
+        Ok(chroma)
     }
 
     /// Packed RGB8 → planar normalized f32, into the tensor of the previous frame
@@ -313,24 +362,9 @@ impl Preprocessor {
     /// Written by hand: this interleaved-to-planar lookup is one pass over the
     /// pixels, and no image crate writes into a caller's f32 NCHW buffer.
     fn normalize(&mut self) {
-        if Arc::get_mut(&mut self.tensor).is_none() {
-            log::debug!("input tensor still in use, allocating a new one");
-            self.tensor = Arc::new(self.tensor.deep_clone());
-        }
-        let tensor = Arc::get_mut(&mut self.tensor).expect("tensor was just made exclusive");
-        let mut view = tensor
-            .try_as_plain_ram_mut()
-            .expect("the input tensor is created in ram");
-        let out = view
-            .as_slice_mut::<f32>()
-            .expect("the input tensor is created as f32");
         let plane = (self.width * self.height) as usize;
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        let src_channel = match self.spec.channels {
-            ChannelOrder::Rgb => [0, 1, 2],
-            ChannelOrder::Bgr => [2, 1, 0],
-        };
+        let src_channel = self.rgb_planes();
+        let [r, g, b] = exclusive_planes(&mut self.tensor, plane);
         let lut = &self.lut;
         for (i, px) in self.resized.buffer().chunks_exact(3).enumerate() {
             r[i] = lut[0][px[src_channel[0]] as usize];
@@ -340,20 +374,48 @@ impl Preprocessor {
     }
 }
 
+/// The rows of a `width`-wide plane inside `(left, top, width, height)`.
+fn region_rows(
+    plane: &mut [f32],
+    width: usize,
+    (left, top, rw, rh): (usize, usize, usize, usize),
+) -> impl Iterator<Item = &mut [f32]> {
+    plane[top * width..(top + rh) * width]
+        .chunks_exact_mut(width)
+        .map(move |row| &mut row[left..left + rw])
+}
+
+/// Where the resized chroma is in [`YuvScratch`].
+enum Plane {
+    Planar,
+    Interleaved,
+}
+
+/// Left, top, width, height of the resized image in the tensor.
+type Region = (u32, u32, u32, u32);
+
+/// The tensor's three planes (`plane` values each), writable: the tensor of the
+/// previous frame when the model has let go of it, else a new one.
+fn exclusive_planes(tensor: &mut Arc<Tensor>, plane: usize) -> [&mut [f32]; 3] {
+    if Arc::get_mut(tensor).is_none() {
+        log::debug!("input tensor still in use, allocating a new one");
+        *tensor = Arc::new(tensor.deep_clone());
+    }
+    let tensor = Arc::get_mut(tensor).expect("tensor was just made exclusive");
+    let out = tensor
+        .to_plain_array_view_mut::<f32>()
+        .expect("the input tensor is created in ram, as f32")
+        .into_slice()
+        .expect("the input tensor is created contiguous");
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    [r, g, b]
+}
+
 fn resize_error(width: u32, height: u32) -> impl Fn(&dyn std::fmt::Display) -> Error {
     move |e| Error::Frame {
         what: format!("{width}x{height} frame"),
         message: format!("resize failed: {e}"),
-    }
-}
-
-/// Copies a packed RGB image `width` pixels wide into `dst` (`dst_width` wide) at
-/// (`left`, `top`).
-fn copy_rows(src: &[u8], width: u32, dst: &mut [u8], dst_width: u32, left: u32, top: u32) {
-    let row = width as usize * 3;
-    for (y, src_row) in src.chunks_exact(row).enumerate() {
-        let start = ((top as usize + y) * dst_width as usize + left as usize) * 3;
-        dst[start..start + row].copy_from_slice(src_row);
     }
 }
 
@@ -370,6 +432,7 @@ fn normalization_table(spec: &InputSpec) -> [[f32; 256]; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::yuv::yuv444_to_rgb;
     use crate::frame::{Colour, PixelFormat, RawLayout, RgbFrame};
     use crate::model::Manifest;
 

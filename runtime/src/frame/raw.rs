@@ -302,12 +302,21 @@ fn deinterleave_yuyv<'a>(
     luma: &'a mut Vec<u8>,
     uv: &'a mut Vec<u8>,
 ) -> (&'a [u8], &'a [u8]) {
-    luma.clear();
-    uv.clear();
-    for row in packed.rows() {
-        for pair in row.chunks_exact(4) {
-            luma.extend_from_slice(&[pair[0], pair[2]]);
-            uv.extend_from_slice(&[pair[1], pair[3]]);
+    // Sized first and written by index: a loop the compiler turns into byte
+    // shuffles (pushing pair by pair was 4x slower on a 720p frame).
+    let width = packed.shape.row / 2;
+    let rows = packed.rows().count();
+    luma.resize(width * rows, 0);
+    uv.resize(width * rows, 0);
+    if width == 0 {
+        return (luma, uv);
+    }
+    let planes = luma.chunks_exact_mut(width).zip(uv.chunks_exact_mut(width));
+    for (row, (luma, uv)) in packed.rows().zip(planes) {
+        let pixels = row.chunks_exact(4).zip(luma.chunks_exact_mut(2));
+        for ((yuyv, y), c) in pixels.zip(uv.chunks_exact_mut(2)) {
+            y.copy_from_slice(&[yuyv[0], yuyv[2]]);
+            c.copy_from_slice(&[yuyv[1], yuyv[3]]);
         }
     }
     (luma, uv)

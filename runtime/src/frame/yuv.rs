@@ -56,40 +56,135 @@ pub(crate) enum Chroma<'a> {
     Interleaved(&'a [u8]),
 }
 
-/// YUV 4:4:4 (chroma at luma's resolution) → packed RGB, written by hand: SIMD
-/// converters (yuvutils-rs, used here before) round differently in their NEON and
-/// AVX code, which a full-frame conversion averages away in the downscale but a
-/// model-sized one does not (armv7 against x86: 2e-2 on a top score). Plain f32
-/// arithmetic gives every target the same pixels, and at model size it costs
-/// little.
-pub(crate) fn yuv444_to_rgb(luma: &[u8], chroma: &Chroma, colour: Colour, rgb: &mut [u8]) {
-    match chroma {
-        Chroma::Planar(u, v) => convert(luma, |i| (u[i], v[i]), colour, rgb),
-        Chroma::Interleaved(uv) => convert(luma, |i| (uv[2 * i], uv[2 * i + 1]), colour, rgb),
+/// 1.5 · 2²³: added and taken away, it rounds an f32 below 2²² to an integer,
+/// ties to even, in two additions that vectorize (`f32::round` is a libm call
+/// per value on baseline x86-64 and armv7).
+const ROUND: f32 = 12_582_912.0;
+
+/// The YUV → RGB arithmetic of one matrix and range.
+///
+/// Written by hand: SIMD converters (yuvutils-rs, used here before) round
+/// differently in their NEON and AVX code, which a full-frame conversion averages
+/// away in the downscale but a model-sized one does not (armv7 against x86: 2e-2
+/// on a top score). Plain f32 arithmetic, no fused multiply-add, gives every
+/// target the same pixels; the loops over it are written so the compiler
+/// vectorizes them.
+#[derive(Debug, Clone, Copy)]
+struct Coefficients {
+    black: f32,
+    luma_scale: f32,
+    chroma_scale: f32,
+    cr_r: f32,
+    cb_g: f32,
+    cr_g: f32,
+    cb_b: f32,
+}
+
+impl Coefficients {
+    fn of(colour: Colour) -> Coefficients {
+        let (kr, kb) = match colour.matrix {
+            Matrix::Bt601 => (0.299f32, 0.114f32),
+            Matrix::Bt709 => (0.2126, 0.0722),
+        };
+        let kg = 1.0 - kr - kb;
+        let (luma_scale, chroma_scale, black) = match colour.range {
+            Range::Limited => (255.0 / 219.0, 255.0 / 224.0, 16.0),
+            Range::Full => (1.0, 1.0, 0.0),
+        };
+        let (cr_r, cb_b) = (2.0 * (1.0 - kr), 2.0 * (1.0 - kb));
+        Coefficients {
+            black,
+            luma_scale,
+            chroma_scale,
+            cr_r,
+            cb_g: cb_b * kb / kg,
+            cr_g: cr_r * kr / kg,
+            cb_b,
+        }
+    }
+
+    /// The pixel's R, G and B as whole levels 0..=255.
+    #[inline(always)]
+    fn rgb(&self, y: u8, u: u8, v: u8) -> [f32; 3] {
+        let l = (y as f32 - self.black) * self.luma_scale;
+        let cb = (u as f32 - 128.0) * self.chroma_scale;
+        let cr = (v as f32 - 128.0) * self.chroma_scale;
+        [
+            l + self.cr_r * cr,
+            l - self.cb_g * cb - self.cr_g * cr,
+            l + self.cb_b * cb,
+        ]
+        .map(|x| (x.max(0.0).min(255.0) + ROUND) - ROUND)
     }
 }
 
-fn convert(y: &[u8], chroma: impl Fn(usize) -> (u8, u8), colour: Colour, rgb: &mut [u8]) {
-    let (kr, kb) = match colour.matrix {
-        Matrix::Bt601 => (0.299f32, 0.114f32),
-        Matrix::Bt709 => (0.2126, 0.0722),
+/// How a level becomes a tensor value, per RGB channel: `(level · scale − mean) / std`,
+/// the arithmetic of the lookup table the RGB path uses, so both paths give a
+/// level the same value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Normalization {
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// YUV 4:4:4 (chroma at luma's resolution) → packed RGB8: the reference the
+/// tests convert whole frames with.
+#[cfg(test)]
+pub(crate) fn yuv444_to_rgb(luma: &[u8], chroma: &Chroma, colour: Colour, rgb: &mut [u8]) {
+    let k = Coefficients::of(colour);
+    let mut put = |i: usize, px: [f32; 3]| {
+        for (dst, level) in rgb[3 * i..3 * i + 3].iter_mut().zip(px) {
+            *dst = level as u8;
+        }
     };
-    let kg = 1.0 - kr - kb;
-    let (luma_scale, chroma_scale, black) = match colour.range {
-        Range::Limited => (255.0 / 219.0, 255.0 / 224.0, 16.0),
-        Range::Full => (1.0, 1.0, 0.0),
+    match chroma {
+        Chroma::Planar(u, v) => {
+            for (i, &y) in luma.iter().enumerate() {
+                put(i, k.rgb(y, u[i], v[i]));
+            }
+        }
+        Chroma::Interleaved(uv) => {
+            for (i, &y) in luma.iter().enumerate() {
+                put(i, k.rgb(y, uv[2 * i], uv[2 * i + 1]));
+            }
+        }
+    }
+}
+
+/// One row of YUV 4:4:4 straight into the normalized tensor: `out` holds the
+/// rows of the R, G and B planes (in the tensor's channel order, the caller
+/// picks which plane is which). One pass, no RGB image in between.
+pub(crate) fn yuv444_to_tensor_row(
+    luma: &[u8],
+    chroma: &Chroma,
+    colour: Colour,
+    norm: &Normalization,
+    out: [&mut [f32]; 3],
+) {
+    let k = Coefficients::of(colour);
+    let n = luma.len();
+    let [r, g, b] = out;
+    let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+    let value = |level: f32, c: usize| (level * norm.scale - norm.mean[c]) / norm.std[c];
+    let mut put = |i: usize, [lr, lg, lb]: [f32; 3]| {
+        r[i] = value(lr, 0);
+        g[i] = value(lg, 1);
+        b[i] = value(lb, 2);
     };
-    let (cr_r, cb_b) = (2.0 * (1.0 - kr), 2.0 * (1.0 - kb));
-    let (cb_g, cr_g) = (cb_b * kb / kg, cr_r * kr / kg);
-    let to_u8 = |x: f32| x.round().clamp(0.0, 255.0) as u8;
-    for (i, (luma, px)) in y.iter().zip(rgb.chunks_exact_mut(3)).enumerate() {
-        let (u, v) = chroma(i);
-        let l = (*luma as f32 - black) * luma_scale;
-        let cb = (u as f32 - 128.0) * chroma_scale;
-        let cr = (v as f32 - 128.0) * chroma_scale;
-        px[0] = to_u8(l + cr_r * cr);
-        px[1] = to_u8(l - cb_g * cb - cr_g * cr);
-        px[2] = to_u8(l + cb_b * cb);
+    match chroma {
+        Chroma::Planar(u, v) => {
+            let (u, v) = (&u[..n], &v[..n]);
+            for i in 0..n {
+                put(i, k.rgb(luma[i], u[i], v[i]));
+            }
+        }
+        Chroma::Interleaved(uv) => {
+            let uv = &uv[..2 * n];
+            for i in 0..n {
+                put(i, k.rgb(luma[i], uv[2 * i], uv[2 * i + 1]));
+            }
+        }
     }
 }
 
