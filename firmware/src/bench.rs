@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// instead of Winograd's F(4×4, 3×3).
     #[arg(long)]
     direct_conv: bool,
+    /// Float layers in half precision, on cores with fp16 arithmetic (Pi 5, Jetson Orin).
+    #[arg(long)]
+    fp16: bool,
 }
 
 #[derive(Serialize)]
@@ -40,6 +43,7 @@ struct Report<'a> {
     model: &'a Path,
     threads: u16,
     winograd: bool,
+    fp16: bool,
     /// The instruction-set features the kernels used (`EDGEBONE_KERNELS` forces fewer).
     kernels: String,
     runs: usize,
@@ -57,6 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         threads: args.threads.into(),
         integer: !args.qdq_as_float,
         winograd: !args.direct_conv,
+        fp16: args.fp16,
         ..Default::default()
     };
     let task = Task::head(&bundle.manifest);
@@ -78,6 +83,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         model: &args.model,
         threads: args.threads,
         winograd: !args.direct_conv,
+        fp16: args.fp16,
         kernels: edgebone::model::family::describe(),
         runs: args.runs,
         median_ms: at(0.5),

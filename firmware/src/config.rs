@@ -44,6 +44,9 @@ pub struct ModelConfig {
     pub bundle: PathBuf,
     #[serde_inline_default(DEFAULT_THREADS)]
     pub threads: u16,
+    /// Float layers in half precision where the core has fp16 arithmetic.
+    #[serde(default)]
+    pub fp16: bool,
 }
 
 #[serde_inline_default]

@@ -21,6 +21,9 @@ pub struct FilesArgs {
     /// Threads for inference.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
+    /// Float layers in half precision, on cores with fp16 arithmetic (Pi 5, Jetson Orin).
+    #[arg(long)]
+    pub fp16: bool,
     /// Image files (JPEG or PNG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -39,6 +42,7 @@ pub fn run(
     let options = ModelOptions {
         threads: args.threads.into(),
         input_size: size,
+        fp16: args.fp16,
         ..Default::default()
     };
     let pipeline = Pipeline::load(Bundle::open(model)?, task, &options)?;

@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let bundle = Bundle::open(&config.model.bundle)?;
     let options = ModelOptions {
         threads: config.model.threads.into(),
+        fp16: config.model.fp16,
         ..Default::default()
     };
     let pipeline = Pipeline::load(bundle, config.task.pipeline(), &options)?;

@@ -34,18 +34,41 @@ const FAMILIES: &[(&str, &str, &str)] = &[
 pub fn init() -> Result<()> {
     static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let Ok(wanted) = std::env::var(ENV) else {
-            return Ok(());
-        };
-        apply(wanted.trim())
+        let wanted = std::env::var(ENV).unwrap_or_default();
+        let removed = removed_by(wanted.trim())?;
+        // Setting the knob hides tract's own environment variable: its edits go
+        // after what HWCAP adds and before the family removes.
+        let user = std::env::var("TRACT_CPU_ISA").unwrap_or_default();
+        let spec = [missed_by_tract(), user, removed]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        if !spec.is_empty() {
+            tract_linalg::knobs::TRACT_CPU_ISA.set(Some(spec));
+        }
+        Ok(())
     })
     .clone()
     .map_err(Error::Environment)
 }
 
-fn apply(wanted: &str) -> std::result::Result<(), String> {
+/// Features the kernel reports (HWCAP) that tract-linalg's probe misses: it looks
+/// for fp16 in /proc/cpuinfo, which a container may not mount and which qemu-user
+/// answers with the host's. The auxiliary vector is what the kernel (or qemu's
+/// `-cpu`) says the core executes.
+fn missed_by_tract() -> String {
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("fp16") {
+        return "+fp16".into();
+    }
+    String::new()
+}
+
+/// The features family `wanted` takes away (TRACT_CPU_ISA's syntax).
+fn removed_by(wanted: &str) -> std::result::Result<String, String> {
     if wanted.is_empty() || wanted == "native" {
-        return Ok(());
+        return Ok(String::new());
     }
     let arch = std::env::consts::ARCH;
     let known: Vec<&str> = FAMILIES
@@ -59,9 +82,14 @@ fn apply(wanted: &str) -> std::result::Result<(), String> {
             known.iter().map(|k| format!(" or {k}")).collect::<String>()
         ));
     };
-    tract_linalg::knobs::TRACT_CPU_ISA.set(Some(removed.to_string()));
     log::info!("{ENV}={wanted}: kernels as on a CPU without {removed}");
-    Ok(())
+    Ok(removed.to_string())
+}
+
+/// True when the kernels may compute in half precision (ARMv8.2 FEAT_FP16:
+/// Cortex-A76 in the Pi 5, A78AE in the Jetson Orin), after [`init`].
+pub fn has_fp16() -> bool {
+    isa::native().has(isa::Isa::Aarch64Fp16)
 }
 
 /// The instruction-set features the kernels use, as tract-linalg reports them
@@ -83,7 +111,7 @@ mod tests {
 
     #[test]
     fn an_unknown_family_is_refused_naming_the_choices() {
-        let err = apply("pentium").unwrap_err();
+        let err = removed_by("pentium").unwrap_err();
         assert!(err.contains("EDGEBONE_KERNELS=pentium"), "{err}");
         assert!(err.contains("expected native"), "{err}");
     }

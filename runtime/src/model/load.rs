@@ -29,6 +29,11 @@ pub struct ModelOptions {
     /// Compute 3×3 stride-1 float convolutions by Winograd's F(4×4, 3×3)
     /// ([`super::winograd`]); `false` leaves them to tract's direct convolution.
     pub winograd: bool,
+    /// Float layers in half precision where the core computes it natively
+    /// (ARMv8.2 FEAT_FP16: Pi 5, Jetson Orin). Off by default: docs/speed.md has
+    /// its accuracy on the shared photos. Other cores, and quantized models, stay
+    /// in f32 and the load log says so.
+    pub fp16: bool,
 }
 
 impl Default for ModelOptions {
@@ -38,6 +43,7 @@ impl Default for ModelOptions {
             input_size: None,
             integer: true,
             winograd: true,
+            fp16: false,
         }
     }
 }
@@ -48,6 +54,8 @@ impl Default for ModelOptions {
 pub struct Model {
     state: TypedSimpleState,
     input_shape: [usize; 4],
+    /// The plan takes f16 (fp16 on): frames are cast on the way in.
+    half_input: bool,
     path: PathBuf,
 }
 
@@ -75,6 +83,10 @@ impl Model {
         };
         let plan =
             optimize(&path, input_shape, &outputs, options).map_err(|e| Error::model(&path, &e))?;
+        let half_input = plan
+            .model()
+            .input_fact(0)
+            .is_ok_and(|f| f.datum_type == f16::datum_type());
         let state = plan.spawn().map_err(|e| Error::model(&path, &e))?;
         log::info!(
             "loaded {} for {width}x{height} input, {} thread(s), kernels {}",
@@ -85,6 +97,7 @@ impl Model {
         Ok(Model {
             state,
             input_shape,
+            half_input,
             path,
         })
     }
@@ -110,6 +123,14 @@ impl Model {
                 self.input_shape
             )));
         }
+        let input = if self.half_input {
+            let half = input
+                .cast_to::<f16>()
+                .map_err(|e| Error::Inference(format!("{}: {e}", self.path.display())))?;
+            half.into_owned().into_tvalue()
+        } else {
+            input
+        };
         self.state
             .run(tvec![input])
             .map_err(|e| Error::Inference(format!("{}: {}", self.path.display(), chain(&e))))
@@ -164,9 +185,54 @@ fn optimize(
         executor: Some(executor),
         ..Default::default()
     };
-    model
+    let mut typed = model.into_typed()?.into_decluttered()?;
+    if options.fp16 && half_precision_applies(path, &proto) {
+        typed = to_f16(&typed)?;
+    }
+    typed
         .into_optimized()?
         .into_runnable_with_options(&run_options)
+}
+
+/// Whether the float layers can run in f16: on a core with fp16 arithmetic, and
+/// for a float model (a quantized one keeps its float boundary layers in f32,
+/// where its scales were measured).
+fn half_precision_applies(path: &std::path::Path, proto: &tract_onnx::pb::ModelProto) -> bool {
+    let quantized = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear");
+    let reason = if !family::has_fp16() {
+        "this core has no fp16 arithmetic"
+    } else if quantized {
+        "the model is quantized"
+    } else {
+        log::info!("{}: float layers in fp16", path.display());
+        return true;
+    };
+    log::info!(
+        "{}: fp16 asked, float layers stay f32: {reason}",
+        path.display()
+    );
+    false
+}
+
+/// Every float tensor in f16 except around the operators that have no fp16
+/// SIMD code: the Winograd convolutions (written for f32 lanes) and tract's
+/// depthwise convolutions (its f16 depthwise calls a function per element:
+/// MobileNetV2 counted 1,071 M instructions on the A76 against f32's 148 M).
+/// tract casts at their edges. The model's input and outputs stay f32.
+fn to_f16(model: &TypedModel) -> TractResult<TypedModel> {
+    use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+    use tract_onnx::tract_core::model::translator::Translate;
+    use tract_onnx::tract_core::ops::cnn::Conv;
+    let translator =
+        FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |node| {
+            let depthwise = node.op_as::<Conv>().is_some_and(|conv| conv.group > 1);
+            !depthwise && !node.op_is::<winograd::WinogradConv>()
+        });
+    translator.translate_model(model)
 }
 
 /// Says which quantized layers run as integer operators and why others do not.

@@ -15,6 +15,8 @@
 mod op;
 mod transform;
 
+pub(crate) use op::WinogradConv;
+
 use std::collections::HashSet;
 
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
