@@ -326,6 +326,17 @@ impl Sidecar {
     }
 }
 
+/// Carries `head.json` from `source` to `out` (a bundle made from it, as
+/// `quantize int8` makes one), so `inspect` still says which layer is the head.
+pub fn copy_sidecar(source: &Path, out: &Path) -> Result<()> {
+    let from = source.join(SIDECAR);
+    let Ok(text) = std::fs::read(&from) else {
+        return Ok(());
+    };
+    let to = out.join(SIDECAR);
+    std::fs::write(&to, text).with_context(|| to.display().to_string())
+}
+
 /// The labels of a new head: a file's non-empty lines, or `class0`, `class1`, …
 pub fn labels(classes: Option<usize>, file: Option<&Path>) -> Result<Vec<String>> {
     let labels: Vec<String> = match (classes, file) {

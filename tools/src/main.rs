@@ -47,9 +47,10 @@ enum Command {
     /// Float against int8 on a folder of photos (top-1 with the folder's
     /// labels.tsv, agreement, output cosine).
     Eval(EvalArgs),
-    /// A torchvision checkpoint (state_dict) to an edgebone bundle: the ONNX
-    /// graph of the architecture with the checkpoint's weights, a manifest with
-    /// torchvision's preprocessing and feature taps, ImageNet labels.
+    /// A torchvision checkpoint (state_dict) or an Ultralytics YOLOv5 `.pt` to
+    /// an edgebone bundle: the ONNX graph of the architecture with the
+    /// checkpoint's weights, a manifest with its preprocessing and feature taps,
+    /// labels. An ONNX file is wrapped in a bundle as it is.
     Convert(ConvertArgs),
     /// The named tensors of a PyTorch checkpoint, bundle or ONNX file, in
     /// state_dict order, as PyTorch prints them, and the parameter count; for a
@@ -121,12 +122,19 @@ struct Int8Args {
 
 #[derive(Args)]
 struct ConvertArgs {
-    /// A torch.save file holding a state_dict (bare, or under `state_dict` or `model`).
+    /// A torch.save file holding a state_dict (bare, or under `state_dict` or
+    /// `model`), an Ultralytics YOLOv5 `.pt` (a pickled model), or an ONNX file.
     #[arg(required_unless_present = "random_seed")]
     checkpoint: Option<PathBuf>,
-    /// The architecture, as torchvision names it.
+    /// The architecture, as torchvision names it; `yolov5` for an Ultralytics
+    /// YOLOv5 of any size (read from its yaml), `yolov5n`, `yolov5s`, … to also
+    /// check the size.
     #[arg(long, value_enum)]
     arch: convert::Arch,
+    /// For an ONNX file: class names, one per line (default: ImageNet's for 1000
+    /// classes, COCO's for an 80-class YOLOv5).
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// Where to write the bundle.
     #[arg(long)]
     out: PathBuf,
@@ -255,6 +263,7 @@ fn int8(args: &Int8Args) -> Result<()> {
         activations: record_activations,
     };
     let out = bundle::write(&source, &proto, &args.out, &record)?;
+    head::copy_sidecar(&source.dir, &out)?;
     log::info!("wrote {}", out.display());
     if let Some(dir) = &args.eval {
         let int8 = Bundle::open(&out)?;
@@ -276,10 +285,20 @@ fn eval(args: &EvalArgs) -> Result<()> {
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
+    if let Some(path) = args
+        .checkpoint
+        .as_ref()
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+    {
+        return convert_onnx(args, path);
+    }
+    if args.labels.is_some() {
+        anyhow::bail!("--labels is for an ONNX file; a checkpoint's labels come with it");
+    }
     let (converted, origin) = match (&args.checkpoint, args.random_seed) {
         (Some(path), _) => {
             let checkpoint = torch::read(path)?;
-            let converted = convert::from_state_dict(args.arch, &checkpoint.state_dict)
+            let converted = convert::from_checkpoint(args.arch, &checkpoint)
                 .with_context(|| path.display().to_string())?;
             let sha = edgebone::model::sha256_hex(path)?;
             let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -292,10 +311,7 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let out = convert::write_bundle(args.arch, &converted, &args.out, &origin)?;
-    // The bundle must load as `edgebone classify` loads it.
-    let bundle = Bundle::open(&out)?;
-    let task = edgebone::Task::head(&bundle.manifest);
-    edgebone::Pipeline::load(bundle, task, &Default::default())?;
+    check_loads(&out)?;
     let params: usize = converted
         .model
         .graph
@@ -310,6 +326,40 @@ fn convert(args: &ConvertArgs) -> Result<()> {
         args.arch.name(),
         converted.classes,
         converted
+            .taps
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// The bundle must load as `edgebone classify` (or `detect`) loads it.
+fn check_loads(out: &std::path::Path) -> Result<()> {
+    let bundle = Bundle::open(out)?;
+    let task = edgebone::Task::head(&bundle.manifest);
+    edgebone::Pipeline::load(bundle, task, &Default::default())?;
+    Ok(())
+}
+
+fn convert_onnx(args: &ConvertArgs, path: &std::path::Path) -> Result<()> {
+    let labels = args
+        .labels
+        .as_deref()
+        .map(|file| head::labels(None, Some(file)))
+        .transpose()?;
+    let out = convert::from_onnx(path, args.arch, labels, &args.out)?;
+    check_loads(&out)?;
+    let bundle = Bundle::open(&out)?;
+    log::info!(
+        "wrote {} around {} ({}, {} labels, taps {})",
+        out.display(),
+        path.display(),
+        args.arch.name(),
+        bundle.labels.len(),
+        bundle
+            .manifest
             .taps
             .iter()
             .map(|t| t.name.as_str())
@@ -409,9 +459,13 @@ fn inspect(path: &std::path::Path) -> Result<()> {
             dtypes.push(t.dtype.torch_name());
         }
     }
+    let rule = if sd.parameters.is_some() {
+        "parameters: the model's own, buffers aside"
+    } else {
+        "parameters: floating tensors other than running_mean/running_var"
+    };
     out += &format!(
-        "total: {} parameters in {} tensors ({}; parameters: floating tensors other than \
-         running_mean/running_var)\n",
+        "total: {} parameters in {} tensors ({}; {rule})\n",
         sd.parameter_count(),
         sd.len(),
         dtypes.join(", ")
@@ -420,10 +474,14 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         torch::Format::Zip => "zip archive",
         torch::Format::Legacy => "legacy pickle stream",
     };
+    let what = match &checkpoint.model {
+        Some(model) => format!("a pickled {} (read as data)", model.class),
+        None => "state_dict".to_string(),
+    };
     let key = if checkpoint.key.is_empty() {
-        String::new()
+        format!(", a {what}")
     } else {
-        format!(", state_dict under `{}`", checkpoint.key)
+        format!(", {what} under `{}`", checkpoint.key)
     };
     out += &format!("format: {format}{key}\n");
     print!("{out}");
@@ -432,7 +490,14 @@ fn inspect(path: &std::path::Path) -> Result<()> {
 
 /// Which tensors are the head (from the bundle's head.json) and which are frozen.
 fn head_lines(sidecar: &head::Sidecar, parameters: &[edgebone::inspect::Parameter]) -> String {
-    let is_head = |p: &&edgebone::inspect::Parameter| sidecar.parameters.contains(&p.name);
+    // An int8 bundle holds the head's weight and bias quantized, under other
+    // names (their levels, scales, zero points) but in the head's module.
+    let is_head = |p: &&edgebone::inspect::Parameter| {
+        sidecar.parameters.contains(&p.name)
+            || p.name
+                .rsplit_once('.')
+                .is_some_and(|(m, _)| m == sidecar.layer)
+    };
     let state = match &sidecar.training {
         Some(t) => format!(
             "trained by `quantize train-head` on {} (best epoch {}, validation accuracy {:.4})",

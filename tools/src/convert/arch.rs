@@ -14,6 +14,7 @@ fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> Conv {
         stride,
         groups: 1,
         bias: false,
+        pad: None,
     }
 }
 
@@ -244,7 +245,7 @@ fn make_divisible(v: usize) -> usize {
 
 /// The last output at each stride from 4 on, as torchvision's feature
 /// extractors take them: `outputs` are (module, tensor, stride) in order.
-fn stride_taps(outputs: &[(String, String, u32)]) -> Vec<Tap> {
+pub(super) fn stride_taps(outputs: &[(String, String, u32)]) -> Vec<Tap> {
     let mut taps: Vec<Tap> = Vec::new();
     for (i, (name, tensor, stride)) in outputs.iter().enumerate() {
         let last_at_stride = outputs.get(i + 1).is_none_or(|next| next.2 != *stride);

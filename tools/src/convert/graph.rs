@@ -10,8 +10,8 @@ use edgebone::onnx::{self, attr, tensor};
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, type_proto,
+    AttributeProto, GraphProto, ModelProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, type_proto,
 };
 
 use crate::torch::{StateDict, TorchSize};
@@ -115,14 +115,18 @@ pub struct Graph<'a> {
     initializers: Vec<tract_onnx::pb::TensorProto>,
     names: HashSet<String>,
     relu6_bounds: bool,
-    /// BatchNorm's epsilon: 1e-5 (PyTorch's default) but 1e-3 in MobileNetV3.
+    /// BatchNorm's epsilon: 1e-5 (PyTorch's default) but 1e-3 in MobileNetV3
+    /// and YOLOv5.
     pub bn_eps: f32,
+    /// YOLOv5 runs its `model` Sequential's children itself (`for m in
+    /// self.model`), so the exporter's scopes start at `model.N`, not `model`.
+    pub flat_root: bool,
 }
 
 /// `/features/features.18/features.18.2`: one scope per module on the path, each
 /// named from the last non-numeric part (a Sequential's children are
 /// `features.18`, a block's are `conv1`), `_N` on the N-th reuse of a module.
-fn scope(module: &str, call: usize) -> String {
+fn scope(module: &str, call: usize, flat_root: bool) -> String {
     if module.is_empty() {
         return String::new();
     }
@@ -134,6 +138,9 @@ fn scope(module: &str, call: usize) -> String {
             named = i;
         }
         scopes.push(parts[named..=i].join("."));
+    }
+    if flat_root && scopes.len() > 1 {
+        scopes.remove(0);
     }
     if call > 0
         && let Some(last) = scopes.last_mut()
@@ -150,6 +157,8 @@ pub struct Conv {
     pub stride: usize,
     pub groups: usize,
     pub bias: bool,
+    /// Padding on every side; `None` is `kernel / 2` ("same" at stride 1).
+    pub pad: Option<usize>,
 }
 
 impl<'a> Graph<'a> {
@@ -161,6 +170,7 @@ impl<'a> Graph<'a> {
             names: HashSet::new(),
             relu6_bounds: false,
             bn_eps: 1e-5,
+            flat_root: false,
         }
     }
 
@@ -173,6 +183,12 @@ impl<'a> Graph<'a> {
         Ok(name.to_string())
     }
 
+    /// A buffer the graph computes constants from (YOLOv5's anchors): taken
+    /// from the checkpoint and checked like a weight, but not an initializer.
+    pub fn buffer(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.weights.take(name, shape)
+    }
+
     /// Adds `op` in `module`'s scope; returns its output's name.
     fn node(
         &mut self,
@@ -182,7 +198,21 @@ impl<'a> Graph<'a> {
         inputs: &[&str],
         attributes: Vec<AttributeProto>,
     ) -> String {
-        let base = format!("{}/{op}", scope(module, call));
+        self.node_outputs(module, call, op, inputs, attributes, 1)
+            .remove(0)
+    }
+
+    /// Adds `op` with `outputs` outputs (`…_output_0`, `…_output_1`, …).
+    pub fn node_outputs(
+        &mut self,
+        module: &str,
+        call: usize,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let base = format!("{}/{op}", scope(module, call, self.flat_root));
         let mut name = base.clone();
         let mut n = 0;
         while self.names.contains(&name) {
@@ -190,11 +220,35 @@ impl<'a> Graph<'a> {
             name = format!("{base}_{n}");
         }
         self.names.insert(name.clone());
-        let output = format!("{name}_output_0");
-        let mut node = onnx::node(op, &name, inputs, &[&output]);
+        let outputs: Vec<String> = (0..outputs).map(|i| format!("{name}_output_{i}")).collect();
+        let refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+        let mut node = onnx::node(op, &name, inputs, &refs);
         node.attribute = attributes;
         self.nodes.push(node);
-        output
+        outputs
+    }
+
+    /// An operator with no weights (Reshape, Transpose, Pow, …) in `module`'s scope.
+    pub fn op(
+        &mut self,
+        module: &str,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) -> String {
+        self.node(module, 0, op, inputs, attributes)
+    }
+
+    /// A Constant node in `module`'s scope, as the exporter writes the values a
+    /// forward computes from Python numbers (not a parameter: no initializer).
+    pub fn constant(&mut self, module: &str, value: TensorProto) -> String {
+        self.node(
+            module,
+            0,
+            "Constant",
+            &[],
+            vec![attr::tensor("value", value)],
+        )
     }
 
     pub fn conv(&mut self, module: &str, x: &str, c: Conv) -> Result<String> {
@@ -207,7 +261,7 @@ impl<'a> Graph<'a> {
         if c.bias {
             inputs.push(self.param(&format!("{module}.bias"), &[c.cout])?);
         }
-        let pad = (k / 2) as i64;
+        let pad = c.pad.unwrap_or(k / 2) as i64;
         let attributes = vec![
             attr::ints_attr("dilations", vec![1, 1]),
             attr::int_attr("group", c.groups as i64),
@@ -333,6 +387,47 @@ impl<'a> Graph<'a> {
         self.node("", 0, "Flatten", &[x], vec![attr::int_attr("axis", 1)])
     }
 
+    /// MaxPool2d(k, stride, pad); `call` counts reuses of one module (SPPF's `m`).
+    pub fn max_pool_k(
+        &mut self,
+        module: &str,
+        call: usize,
+        x: &str,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> String {
+        let attributes = vec![
+            attr::int_attr("ceil_mode", 0),
+            attr::ints_attr("dilations", vec![1, 1]),
+            attr::ints_attr("kernel_shape", vec![k as i64; 2]),
+            attr::ints_attr("pads", vec![pad as i64; 4]),
+            attr::ints_attr("strides", vec![stride as i64; 2]),
+        ];
+        self.node(module, call, "MaxPool", &[x], attributes)
+    }
+
+    /// nn.Upsample(scale_factor, "nearest") as opset 17's Resize: PyTorch's
+    /// nearest picks floor(out · in / out_size), ONNX's asymmetric + floor.
+    pub fn upsample_nearest(&mut self, module: &str, x: &str, scale: f32) -> String {
+        let scales = self.constant(
+            module,
+            tensor::float_tensor("", &[4], &[1.0, 1.0, scale, scale]),
+        );
+        let text = |name: &str, value: &str| AttributeProto {
+            name: name.into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::String as i32,
+            s: value.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let attributes = vec![
+            text("coordinate_transformation_mode", "asymmetric"),
+            text("mode", "nearest"),
+            text("nearest_mode", "floor"),
+        ];
+        self.node(module, 0, "Resize", &[x, "", &scales], attributes)
+    }
+
     /// MaxPool2d(2, 2): VGG's.
     pub fn max_pool2(&mut self, module: &str, x: &str) -> String {
         let attributes = vec![
@@ -368,21 +463,34 @@ impl<'a> Graph<'a> {
     }
 
     /// The model from input `input` [1, 3, 224, 224] to `output`, renamed `logits`.
-    pub fn finish(mut self, output: &str) -> Result<(ModelProto, usize)> {
-        self.weights.finish()?;
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.output.first().is_some_and(|o| o == output))
-            .expect("the output is a node's");
-        node.output[0] = "logits".into();
+    pub fn finish(self, output: &str) -> Result<(ModelProto, usize)> {
         let classes = self
             .initializers
             .last()
             .and_then(|t| t.dims.first())
             .copied()
             .unwrap_or(0);
-        let model = ModelProto {
+        let model = self.finish_as(output, "logits", &[1, 3, 224, 224], &[1, classes])?;
+        Ok((model, classes as usize))
+    }
+
+    /// The model from input `input` of `input_dims` to `output`, renamed `name`,
+    /// of `output_dims`.
+    pub fn finish_as(
+        mut self,
+        output: &str,
+        name: &str,
+        input_dims: &[i64],
+        output_dims: &[i64],
+    ) -> Result<ModelProto> {
+        self.weights.finish()?;
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.output.first().is_some_and(|o| o == output))
+            .expect("the output is a node's");
+        node.output[0] = name.into();
+        Ok(ModelProto {
             ir_version: 8,
             producer_name: "edgebone quantize convert".into(),
             opset_import: vec![OperatorSetIdProto {
@@ -393,13 +501,12 @@ impl<'a> Graph<'a> {
                 name: "main_graph".into(),
                 node: self.nodes,
                 initializer: self.initializers,
-                input: vec![value("input", &[1, 3, 224, 224])],
-                output: vec![value("logits", &[1, classes])],
+                input: vec![value("input", input_dims)],
+                output: vec![value(name, output_dims)],
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        Ok((model, classes as usize))
+        })
     }
 }
 
@@ -431,18 +538,24 @@ mod tests {
     #[test]
     fn scopes_follow_the_exporter() {
         assert_eq!(
-            scope("features.18.2", 0),
+            scope("features.18.2", 0, false),
             "/features/features.18/features.18.2"
         );
-        assert_eq!(scope("layer1.1.relu", 1), "/layer1/layer1.1/relu_1");
+        assert_eq!(scope("layer1.1.relu", 1, false), "/layer1/layer1.1/relu_1");
         assert_eq!(
-            scope("layer2.0.downsample.0", 0),
+            scope("layer2.0.downsample.0", 0, false),
             "/layer2/layer2.0/downsample/downsample.0"
         );
         assert_eq!(
-            scope("features.1.conv.0.0", 0),
+            scope("features.1.conv.0.0", 0, false),
             "/features/features.1/conv/conv.0/conv.0.0"
         );
-        assert_eq!(scope("", 0), "");
+        assert_eq!(scope("", 0, false), "");
+        // YOLOv5's, as its shipped export names them.
+        assert_eq!(
+            scope("model.2.m.0.cv1.act", 0, true),
+            "/model.2/m/m.0/cv1/act"
+        );
+        assert_eq!(scope("model.9.m", 2, true), "/model.9/m_2");
     }
 }

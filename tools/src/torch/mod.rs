@@ -3,6 +3,7 @@
 //! data ([`pickle`]); tensors are copied out of their storages contiguous, in f32
 //! (fp16, bf16 and f64 converted) or i64.
 
+mod module;
 mod pickle;
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+pub use module::Module;
 use pickle::{StorageRef, TensorRef, Value};
 
 /// The magic number a legacy checkpoint's first pickle holds.
@@ -156,6 +158,9 @@ pub enum Format {
 pub struct StateDict {
     pub entries: Vec<(String, Tensor)>,
     index: HashMap<String, usize>,
+    /// Which entries are parameters, when the file says so (a pickled module
+    /// keeps `_parameters` and `_buffers` apart); a bare state_dict does not.
+    pub parameters: Option<HashSet<String>>,
 }
 
 impl StateDict {
@@ -177,14 +182,19 @@ impl StateDict {
     /// parameters and which buffers; the rule: every floating tensor except
     /// BatchNorm's running statistics (`running_mean`, `running_var`), and no
     /// integer tensor (`num_batches_tracked`). That is exact for torchvision's
-    /// classifiers, whose only buffers those are.
+    /// classifiers, whose only buffers those are. A pickled module says which
+    /// are parameters, and that is used instead (YOLOv5's `anchors` is a
+    /// floating buffer).
     pub fn parameter_count(&self) -> usize {
         self.entries
             .iter()
-            .filter(|(name, t)| {
-                t.dtype.is_float()
-                    && !name.ends_with("running_mean")
-                    && !name.ends_with("running_var")
+            .filter(|(name, t)| match &self.parameters {
+                Some(parameters) => parameters.contains(name),
+                None => {
+                    t.dtype.is_float()
+                        && !name.ends_with("running_mean")
+                        && !name.ends_with("running_var")
+                }
             })
             .map(|(_, t)| t.numel())
             .sum()
@@ -195,9 +205,13 @@ impl StateDict {
 #[derive(Debug)]
 pub struct Checkpoint {
     pub format: Format,
-    /// Where the state_dict was found: "" at the top, or the key it sat under.
+    /// Where the state_dict (or the model object) was found: "" at the top, or
+    /// the key it sat under.
     pub key: String,
     pub state_dict: StateDict,
+    /// The model, when the file pickles a whole `nn.Module` (Ultralytics'
+    /// `.pt`) rather than a state_dict; `state_dict` is then its `state_dict()`.
+    pub model: Option<Module>,
 }
 
 pub fn read(path: &Path) -> Result<Checkpoint> {
@@ -218,22 +232,41 @@ pub fn read_bytes(bytes: &[u8]) -> Result<Checkpoint> {
              pickle stream"
         );
     };
-    let (key, dict) = find_state_dict(&root)?;
+    let copy = |t: &TensorRef| -> Result<Tensor> {
+        let bytes = storages
+            .get(&t.storage.key)
+            .with_context(|| format!("storage {} is missing", t.storage.key))?;
+        materialise(t, bytes)
+    };
     let mut state_dict = StateDict::default();
+    if let Some((key, object)) = module::find(&root) {
+        let walked = module::walk(&object, &copy)
+            .with_context(|| format!("the pickled model ({})", object.class))?;
+        for (name, t) in walked.state_dict {
+            let tensor = copy(&t).with_context(|| name.clone())?;
+            state_dict.push(name, tensor);
+        }
+        state_dict.parameters = Some(walked.parameters);
+        return Ok(Checkpoint {
+            format,
+            key,
+            state_dict,
+            model: Some(walked.module),
+        });
+    }
+    let (key, dict) = find_state_dict(&root)?;
     for (name, value) in dict {
         let Value::Tensor(t) = value else {
             unreachable!("find_state_dict returns tensors only")
         };
-        let bytes = storages
-            .get(&t.storage.key)
-            .with_context(|| format!("{name}: storage {} is missing", t.storage.key))?;
-        let tensor = materialise(&t, bytes).with_context(|| name.clone())?;
+        let tensor = copy(&t).with_context(|| name.clone())?;
         state_dict.push(name, tensor);
     }
     Ok(Checkpoint {
         format,
         key,
         state_dict,
+        model: None,
     })
 }
 
@@ -255,6 +288,7 @@ fn storages_of(root: &Value) -> Vec<StorageRef> {
                 walk(k, seen, out);
                 walk(v, seen, out)
             }),
+            Value::Object(o) => walk(&o.state.borrow(), seen, out),
             _ => {}
         }
     }

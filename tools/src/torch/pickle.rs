@@ -10,7 +10,10 @@
 //! Here every `GLOBAL` is checked against an allow-list the moment it is read: a
 //! name outside it is an error that names it. Allowed callables are never "called":
 //! `REDUCE` on one of them builds the data it stands for (a dict, a tensor view of a
-//! storage). Nothing in a pickle can make this code run anything.
+//! storage). A whole pickled model (Ultralytics' `.pt` files) is read the same
+//! way: its module classes become inert [`Object`]s holding the state `BUILD`
+//! gives them, never instances of anything. Nothing in a pickle can make this
+//! code run anything.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,8 +21,8 @@ use std::rc::Rc;
 
 use super::DType;
 
-/// The globals a torch state_dict pickle may name, and what each stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The globals a torch checkpoint pickle may name, and what each stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Global {
     /// `collections.OrderedDict`: the state_dict itself and empty hook dicts.
     OrderedDict,
@@ -32,7 +35,20 @@ pub enum Global {
     RebuildParameter,
     /// `torch.FloatStorage` and its siblings: only the element type is used.
     Storage(DType),
+    /// `set` (`__builtin__.set` in protocol 2): a module's
+    /// `_non_persistent_buffers_set`, read as a list.
+    Set,
+    /// A module class (`models.common.C3`, `torch.nn.modules.conv.Conv2d`): only
+    /// its name is kept; an instance is a placeholder [`Object`].
+    Class(String),
 }
+
+/// The packages whose classes a pickled model may name: YOLOv5's model code
+/// (`models.yolo`, `models.common`, `models.experimental`) and torch's modules.
+/// Only class names (a capital first letter) are accepted from them, and only
+/// as `NEWOBJ` + `BUILD` build them: the placeholders hold data, and a
+/// function from these packages (`models.common.autopad`) is still refused.
+const MODULE_PACKAGES: [&str; 2] = ["models.", "torch.nn.modules."];
 
 impl Global {
     fn resolve(module: &str, name: &str) -> Result<Global, String> {
@@ -41,10 +57,17 @@ impl Global {
             ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
             ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
             ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
+            ("__builtin__" | "builtins", "set") => Global::Set,
             ("torch", storage) => match DType::from_storage(storage) {
                 Some(dtype) => Global::Storage(dtype),
                 None => return Err(refused(module, name)),
             },
+            _ if MODULE_PACKAGES.iter().any(|p| module.starts_with(p))
+                && name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                Global::Class(format!("{module}.{name}"))
+            }
             _ => return Err(refused(module, name)),
         };
         Ok(global)
@@ -53,10 +76,19 @@ impl Global {
 
 fn refused(module: &str, name: &str) -> String {
     format!(
-        "the pickle names {module}.{name}, which is not allowed in a state_dict \
+        "the pickle names {module}.{name}, which is not allowed in a checkpoint \
          (allowed: collections.OrderedDict, torch._utils._rebuild_tensor_v2, \
-         torch._utils._rebuild_parameter, torch.*Storage); nothing was run"
+         torch._utils._rebuild_parameter, torch.*Storage, set, and the module classes \
+         of models.* and torch.nn.modules.*); nothing was run"
     )
+}
+
+/// A pickled instance of a module class: its class name and the state `BUILD`
+/// set (for an `nn.Module`, the dict of `_parameters`, `_modules`, attributes).
+#[derive(Debug)]
+pub struct Object {
+    pub class: String,
+    pub state: RefCell<Value>,
 }
 
 /// A storage a tensor points at: its bytes live outside the pickle (a zip entry
@@ -101,6 +133,7 @@ pub enum Value {
     Global(Global),
     Storage(StorageRef),
     Tensor(Rc<TensorRef>),
+    Object(Rc<Object>),
 }
 
 impl Value {
@@ -125,6 +158,7 @@ impl Value {
             Value::Global(_) => "global",
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
+            Value::Object(_) => "object",
         }
     }
 
@@ -191,6 +225,7 @@ pub fn address(v: &Value) -> Option<usize> {
         Value::Tuple(t) => Some(Rc::as_ptr(t) as *const () as usize),
         Value::List(l) => Some(Rc::as_ptr(l) as *const () as usize),
         Value::Dict(d) => Some(Rc::as_ptr(d) as *const () as usize),
+        Value::Object(o) => Some(Rc::as_ptr(o) as *const () as usize),
         _ => None,
     }
 }
@@ -521,7 +556,10 @@ impl Vm<'_> {
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let value = reduce(&callable, &args)?;
+                    let value = match (&callable, op) {
+                        (Value::Global(Global::Class(class)), 0x81) => new_object(class, &args)?,
+                        _ => reduce(&callable, &args)?,
+                    };
                     let items = match &value {
                         Value::Dict(d) => d.borrow().iter().map(|(_, v)| v.clone()).collect(),
                         _ => Vec::new(),
@@ -530,14 +568,27 @@ impl Vm<'_> {
                 }
                 b'b' => {
                     let state = self.pop()?;
-                    match (self.top()?, &state) {
+                    match self.top()?.clone() {
                         // OrderedDict's attributes (a state_dict's `_metadata`,
                         // module versions) and tensors' Python attributes: not
                         // needed to read the weights.
-                        (Value::Dict(_) | Value::Tensor(_), _) => {}
-                        (target, _) => {
+                        Value::Dict(_) | Value::Tensor(_) => {}
+                        // A module's __dict__ (or `(dict, slots)`), kept as data.
+                        target @ Value::Object(_) => {
+                            let state = match &state {
+                                Value::Tuple(t) if matches!(t.first(), Some(Value::Dict(_))) => {
+                                    t[0].clone()
+                                }
+                                _ => state,
+                            };
+                            self.nest(&target, std::slice::from_ref(&state), false)?;
+                            if let Value::Object(object) = target {
+                                object.state.replace(state);
+                            }
+                        }
+                        target => {
                             return Err(format!(
-                                "BUILD on a {} (only dicts and tensors take state)",
+                                "BUILD on a {} (only dicts, tensors and module objects take state)",
                                 target.kind()
                             ));
                         }
@@ -657,6 +708,20 @@ fn persistent_load(pid: &Value) -> Result<Value, String> {
     Ok(Value::Storage(storage))
 }
 
+/// `cls.__new__(cls)` as torch.save pickles a module: a placeholder of the
+/// class's name; `BUILD` fills in its state.
+fn new_object(class: &str, args: &Value) -> Result<Value, String> {
+    if !args.items("NEWOBJ arguments")?.is_empty() {
+        return Err(format!(
+            "{class} built with arguments (a module takes none)"
+        ));
+    }
+    Ok(Value::Object(Rc::new(Object {
+        class: class.to_string(),
+        state: RefCell::new(Value::None),
+    })))
+}
+
 fn reduce(callable: &Value, args: &Value) -> Result<Value, String> {
     let Value::Global(global) = callable else {
         return Err(format!("REDUCE on a {} (not a global)", callable.kind()));
@@ -702,6 +767,17 @@ fn reduce(callable: &Value, args: &Value) -> Result<Value, String> {
         Global::Storage(dtype) => Err(format!(
             "a call of torch.{}Storage (storages come by persistent id)",
             dtype.storage_name()
+        )),
+        // set([items]): kept as the list of its items.
+        Global::Set => match args.first() {
+            None => Ok(Value::List(Rc::default())),
+            Some(items) => Ok(Value::List(Rc::new(RefCell::new(
+                items.items("set items")?,
+            )))),
+        },
+        Global::Class(class) => Err(format!(
+            "a call of {class}: a module class is only rebuilt as torch.save writes \
+             modules (NEWOBJ, then BUILD), never called"
         )),
     }
 }

@@ -284,3 +284,178 @@ fn hostile_structures_are_refused_or_read_without_recursion() {
     let err = format!("{:#}", read_bytes(&zip).unwrap_err());
     assert!(err.contains("do not fit a storage of 4 elements"), "{err}");
 }
+
+/// A whole pickled model as Ultralytics saves one: `{"model": Model, "ema": None}`,
+/// `Model` holding `model.0` (a Conv of Conv2d + BatchNorm2d), its yaml, names
+/// and a stride tensor. `extra` is pickled as one more attribute of `Model`.
+fn pickled_model(extra: Option<Pickle>) -> Vec<u8> {
+    use write::Module;
+    let mut storages = Vec::new();
+    let mut t = |name: &str, shape: &[usize], stored: Stored, salt: usize| {
+        let n = shape.iter().product();
+        let e = Entry::new(name, shape, values(n, salt), stored);
+        let key = storages.len().to_string();
+        let (p, bytes) = write::tensor_fragment(&e, &key);
+        storages.push((key, bytes));
+        p
+    };
+    let conv2d = Module {
+        class: ("torch.nn.modules.conv", "Conv2d"),
+        parameters: vec![
+            ("weight", t("w", &[4, 3, 1, 1], Stored::F16, 1)),
+            ("bias", Pickle::default().op(b'N')),
+        ],
+        buffers: vec![],
+        modules: vec![],
+        attributes: vec![("kernel_size", Pickle::default().ints_tuple(&[1, 1]))],
+    };
+    let bn = Module {
+        class: ("torch.nn.modules.batchnorm", "BatchNorm2d"),
+        parameters: vec![
+            ("weight", t("g", &[4], Stored::F16, 2)),
+            ("bias", t("b", &[4], Stored::F16, 3)),
+        ],
+        buffers: vec![
+            ("running_mean", t("m", &[4], Stored::F16, 4)),
+            ("running_var", t("v", &[4], Stored::F16, 5)),
+            ("num_batches_tracked", t("n", &[], Stored::I64, 6)),
+        ],
+        modules: vec![],
+        attributes: vec![(
+            "eps",
+            Pickle::default().op(b'G').raw(&0.001f64.to_be_bytes()),
+        )],
+    };
+    let conv = Module {
+        class: ("models.common", "Conv"),
+        parameters: vec![],
+        buffers: vec![],
+        modules: vec![("conv", conv2d), ("bn", bn)],
+        attributes: vec![],
+    };
+    let sequential = Module {
+        class: ("torch.nn.modules.container", "Sequential"),
+        parameters: vec![],
+        buffers: vec![],
+        modules: vec![("0", conv)],
+        attributes: vec![],
+    };
+    let yaml = Pickle::default()
+        .op(b'}')
+        .op(b'(')
+        .str("nc")
+        .int(2)
+        .str("depth_multiple")
+        .op(b'G')
+        .raw(&0.33f64.to_be_bytes())
+        .op(b'u');
+    let names = Pickle::default().op(b'(').str("cat").str("dog").op(b'l');
+    let mut attributes = vec![
+        ("yaml", yaml),
+        ("names", names),
+        ("stride", t("s", &[3], Stored::F32, 7)),
+    ];
+    if let Some(extra) = extra {
+        attributes.push(("extra", extra));
+    }
+    let model = Module {
+        class: ("models.yolo", "Model"),
+        parameters: vec![],
+        buffers: vec![],
+        modules: vec![("model", sequential)],
+        attributes,
+    };
+    let mut p = Pickle::default()
+        .proto()
+        .op(b'}')
+        .op(b'(')
+        .str("epoch")
+        .int(-1)
+        .str("model");
+    p.0.extend(model.pickle().0);
+    let pkl = p.str("ema").op(b'N').op(b'u').stop();
+    write::zip_archive("archive", &pkl, &storages)
+}
+
+#[test]
+fn a_pickled_model_reads_as_data_with_its_state_dict_in_torch_order() {
+    let checkpoint = read_bytes(&pickled_model(None)).unwrap();
+    assert_eq!(checkpoint.key, "model");
+    let sd = &checkpoint.state_dict;
+    let names: Vec<&str> = sd.entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model.0.conv.weight",
+            "model.0.bn.weight",
+            "model.0.bn.bias",
+            "model.0.bn.running_mean",
+            "model.0.bn.running_var",
+            "model.0.bn.num_batches_tracked",
+        ]
+    );
+    let w = sd.get("model.0.conv.weight").unwrap();
+    assert_eq!(w.dtype, DType::F16);
+    assert_eq!(w.values, values(12, 1));
+    // Parameters as the module says: conv weight 12, BN weight and bias 8.
+    assert_eq!(sd.parameter_count(), 20);
+    let model = checkpoint.model.unwrap();
+    assert_eq!(model.class, "models.yolo.Model");
+    assert_eq!(model.attributes["yaml"]["nc"], 2);
+    assert_eq!(model.attributes["yaml"]["depth_multiple"], 0.33);
+    assert_eq!(model.attributes["names"], serde_json::json!(["cat", "dog"]));
+    assert_eq!(model.tensor("stride").unwrap().values, values(3, 7));
+    let bn = model.get("model.0.bn").unwrap();
+    assert_eq!(bn.class, "torch.nn.modules.batchnorm.BatchNorm2d");
+    assert_eq!(bn.attributes["eps"], 0.001);
+    assert_eq!(
+        model.get("model.0.conv").unwrap().attributes["kernel_size"],
+        serde_json::json!([1, 1])
+    );
+}
+
+#[test]
+fn a_pickled_model_naming_a_global_outside_the_allow_list_is_refused() {
+    let marker = std::env::temp_dir().join(format!("edgebone-popen-{}", std::process::id()));
+    let cases = [
+        // subprocess.Popen(["touch", marker]) hidden in a model attribute.
+        (
+            Pickle::default()
+                .global("subprocess", "Popen")
+                .op(b'(')
+                .op(b'(')
+                .str("touch")
+                .str(marker.to_str().unwrap())
+                .op(b'l')
+                .op(b't')
+                .op(b'R'),
+            "names subprocess.Popen",
+        ),
+        // A function of the model package, not a class.
+        (
+            Pickle::default().global("models.common", "autopad"),
+            "names models.common.autopad",
+        ),
+        // Another package's model class.
+        (
+            Pickle::default()
+                .global("ultralytics.nn.tasks", "DetectionModel")
+                .op(b')')
+                .op(0x81),
+            "names ultralytics.nn.tasks.DetectionModel",
+        ),
+        // An allowed class, but called rather than rebuilt.
+        (
+            Pickle::default()
+                .global("models.common", "Conv")
+                .op(b')')
+                .op(b'R'),
+            "a call of models.common.Conv",
+        ),
+    ];
+    for (extra, want) in cases {
+        let err = format!("{:#}", read_bytes(&pickled_model(Some(extra))).unwrap_err());
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(!marker.exists());
+}

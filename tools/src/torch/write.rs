@@ -70,6 +70,11 @@ impl Pickle {
         self.0.push(op);
         self
     }
+    /// Bytes as they are (an opcode's argument).
+    pub fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.extend(bytes);
+        self
+    }
     pub fn ints_tuple(mut self, values: &[usize]) -> Self {
         self.0.push(b'(');
         for &v in values {
@@ -162,37 +167,106 @@ fn state_dict_pickle(
         .op(REDUCE)
         .op(MARK);
     for (i, (e, l)) in entries.iter().zip(layouts).enumerate() {
-        p = p
-            .str(&e.name)
-            .global("torch._utils", "_rebuild_tensor_v2")
-            .op(MARK)
-            .op(MARK)
-            .str("storage")
-            .global("torch", storage_type(e.stored))
-            .str(&i.to_string())
-            .str("cpu")
-            .int(l.numel as i32);
-        if legacy {
-            p = p.op(NONE);
-        }
-        p = p
-            .op(TUPLE)
-            .op(BINPERSID)
-            .int(e.offset as i32)
-            .ints_tuple(&e.shape)
-            .ints_tuple(&l.stride)
-            .op(NEWFALSE)
-            .global("collections", "OrderedDict")
-            .op(EMPTY_TUPLE)
-            .op(REDUCE)
-            .op(TUPLE)
-            .op(REDUCE);
+        p = tensor(p.str(&e.name), e, l, &i.to_string(), legacy);
     }
     p = p.op(SETITEMS);
     if nest.is_some() {
         p = p.op(SETITEMS);
     }
     p.stop()
+}
+
+/// `_rebuild_tensor_v2(storage key, …)` of one entry.
+fn tensor(p: Pickle, e: &Entry, l: &Layout, key: &str, legacy: bool) -> Pickle {
+    let mut p = p
+        .global("torch._utils", "_rebuild_tensor_v2")
+        .op(MARK)
+        .op(MARK)
+        .str("storage")
+        .global("torch", storage_type(e.stored))
+        .str(key)
+        .str("cpu")
+        .int(l.numel as i32);
+    if legacy {
+        p = p.op(NONE);
+    }
+    p.op(TUPLE)
+        .op(BINPERSID)
+        .int(e.offset as i32)
+        .ints_tuple(&e.shape)
+        .ints_tuple(&l.stride)
+        .op(NEWFALSE)
+        .global("collections", "OrderedDict")
+        .op(EMPTY_TUPLE)
+        .op(REDUCE)
+        .op(TUPLE)
+        .op(REDUCE)
+}
+
+/// A module as torch.save pickles one: `cls.__new__(cls)` (NEWOBJ), then BUILD
+/// with its __dict__: `_parameters`, `_buffers` and `_modules` (each an
+/// OrderedDict of raw pickle fragments), then plain attributes (fragments).
+pub struct Module<'a> {
+    pub class: (&'a str, &'a str),
+    pub parameters: Vec<(&'a str, Pickle)>,
+    pub buffers: Vec<(&'a str, Pickle)>,
+    pub modules: Vec<(&'a str, Module<'a>)>,
+    pub attributes: Vec<(&'a str, Pickle)>,
+}
+
+impl Module<'_> {
+    pub fn pickle(self) -> Pickle {
+        let mut p = Pickle::default()
+            .global(self.class.0, self.class.1)
+            .op(EMPTY_TUPLE)
+            .op(0x81) // NEWOBJ
+            .op(b'}')
+            .op(MARK)
+            .str("training")
+            .op(NEWFALSE);
+        let ordered = |mut p: Pickle, key: &str, items: Vec<(&str, Pickle)>| {
+            p = p
+                .str(key)
+                .global("collections", "OrderedDict")
+                .op(EMPTY_TUPLE)
+                .op(REDUCE);
+            if items.is_empty() {
+                return p;
+            }
+            p = p.op(MARK);
+            for (name, value) in items {
+                p = p.str(name);
+                p.0.extend(value.0);
+            }
+            p.op(SETITEMS)
+        };
+        p = ordered(p, "_parameters", self.parameters);
+        p = ordered(p, "_buffers", self.buffers);
+        p = p
+            .str("_non_persistent_buffers_set")
+            .global("__builtin__", "set")
+            .op(b']')
+            .op(0x85) // TUPLE1
+            .op(REDUCE);
+        let modules = self
+            .modules
+            .into_iter()
+            .map(|(n, m)| (n, m.pickle()))
+            .collect();
+        p = ordered(p, "_modules", modules);
+        for (name, value) in self.attributes {
+            p = p.str(name);
+            p.0.extend(value.0);
+        }
+        p.op(SETITEMS).op(b'b') // BUILD
+    }
+}
+
+/// A tensor fragment for [`Module`], its storage keyed `key` (zip layout).
+pub fn tensor_fragment(e: &Entry, key: &str) -> (Pickle, Vec<u8>) {
+    let l = layout(e);
+    let p = tensor(Pickle::default(), e, &l, key, false);
+    (p, l.bytes)
 }
 
 /// A zip archive as torch.save (PyTorch ≥ 1.6) writes it, under `folder/`.
