@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::{Bundle, family, int8, validate, winograd};
+use super::{Bundle, family, fp16, int8, validate, winograd};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -187,7 +187,7 @@ fn optimize(
     };
     let mut typed = model.into_typed()?.into_decluttered()?;
     if options.fp16 && half_precision_applies(path, &proto) {
-        typed = to_f16(&typed)?;
+        typed = fp16::to_f16(&typed)?;
     }
     typed
         .into_optimized()?
@@ -218,22 +218,6 @@ fn half_precision_applies(path: &std::path::Path, proto: &tract_onnx::pb::ModelP
     false
 }
 
-/// Every float tensor in f16 except around the operators that have no fp16
-/// SIMD code: the Winograd convolutions (written for f32 lanes) and tract's
-/// depthwise convolutions (its f16 depthwise calls a function per element:
-/// MobileNetV2 counted 1,071 M instructions on the A76 against f32's 148 M).
-/// tract casts at their edges. The model's input and outputs stay f32.
-fn to_f16(model: &TypedModel) -> TractResult<TypedModel> {
-    use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
-    use tract_onnx::tract_core::model::translator::Translate;
-    use tract_onnx::tract_core::ops::cnn::Conv;
-    let translator =
-        FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |node| {
-            let depthwise = node.op_as::<Conv>().is_some_and(|conv| conv.group > 1);
-            !depthwise && !node.op_is::<winograd::WinogradConv>()
-        });
-    translator.translate_model(model)
-}
 
 /// Says which quantized layers run as integer operators and why others do not.
 fn log_summary(path: &std::path::Path, summary: &int8::Summary) {

@@ -2,6 +2,7 @@
 
 mod bundle;
 pub mod family;
+mod fp16;
 pub mod int8;
 mod load;
 pub mod manifest;
