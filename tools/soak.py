@@ -215,13 +215,33 @@ class Feeder(threading.Thread):
             return False
 
     def close(self):
-        """Closes the writer's end and waits until edgebone has seen it, so that the
-        next writer starts a new stream (not the rest of this one)."""
+        """Closes the writer's end and waits until edgebone has seen it and closed
+        its own, so that the next writer starts a new stream. edgebone logs the end
+        before it closes the pipe: a writer that opened in between would write into
+        a pipe whose bytes the kernel throws away once that last reader goes."""
         since = time.time()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         self.log.wait_for("the writer closed the pipe", since)
+        deadline = time.time() + 5
+        while self.reader_open() and time.time() < deadline:
+            time.sleep(0.01)
+
+    def reader_open(self):
+        """Whether edgebone holds the pipe open (its fds, in /proc)."""
+        fds = f"/proc/{self.pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except FileNotFoundError:
+            return False  # edgebone is gone
+        for fd in names:
+            try:
+                if os.readlink(f"{fds}/{fd}") == self.fifo:
+                    return True
+            except FileNotFoundError:
+                pass
+        return False
 
     def do(self, action):
         done = threading.Event()
@@ -404,7 +424,7 @@ def proc_sample(pid, rss_readings=1):
 class Soak:
     def __init__(self, args):
         self.args = args
-        self.work = args.work or tempfile.mkdtemp(prefix="edgebone-soak-")
+        self.work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="edgebone-soak-"))
         os.makedirs(self.work, exist_ok=True)
         self.config = os.path.join(self.work, "edgebone.toml")
         self.faults = []  # dicts: name, start, end, logged, recovered
@@ -435,6 +455,7 @@ class Soak:
         self.log = Log(self.proc.stderr, os.path.join(self.work, "edgebone.log"))
         self.log.start()
         self.feeder = Feeder(fifo, scenes, self.log)
+        self.feeder.pid = self.proc.pid
         self.feeder.start()
         self.say(f"edgebone pid {self.proc.pid}, work dir {self.work}, log {self.work}/edgebone.log")
         threading.Thread(target=self.sampler, daemon=True).start()
