@@ -407,15 +407,19 @@ def proc_sample(pid, rss_readings=1):
     inference's buffers are allocated and freed), so with several readings 0.1 s
     apart the sample keeps their least (`rss_kb`, the floor a leak would raise)
     and their most."""
-    rss = []
+    rss, anon = [], []
     for i in range(rss_readings):
         if i:
             time.sleep(0.1)
         status = proc_status(pid)
         rss.append(int(status["VmRSS"].split()[0]))
+        anon.append(int(status["RssAnon"].split()[0]))
     return {
         "rss_kb": min(rss),
         "rss_max_kb": max(rss),
+        # The heap's part; the rest is mostly the binary's pages, which the
+        # kernel faults in (a code path run for the first time) and evicts.
+        "anon_kb": min(anon),
         "threads": int(status["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
     }
@@ -475,7 +479,7 @@ class Soak:
             sample.update(fps=stats[1], p99_ms=stats[2], serial_dropped=stats[3], received=len(self.receiver.seqs))
             self.samples.append(sample)
             self.say(
-                "sample: rss {rss_kb}..{rss_max_kb} kB, fds {fds}, threads {threads}, {fps} fps, p99 {p99_ms} ms, "
+                "sample: rss {rss_kb}..{rss_max_kb} kB (anon {anon_kb}), fds {fds}, threads {threads}, {fps} fps, p99 {p99_ms} ms, "
                 "serial dropped {serial_dropped}, lines received {received}".format(**sample)
             )
             next_at += SAMPLE_EVERY_S
@@ -642,6 +646,8 @@ class Soak:
             peak = max(s["rss_max_kb"] for s in after)
             growth = end - base
             check(growth < RSS_LIMIT_KB, f"RSS floor {base} kB in {warmup:.0f}-{warmup + window:.0f} s, {end} kB in the last {window:.0f} s (growth {growth} kB; limit {RSS_LIMIT_KB} kB); peak {peak} kB")
+            anon_base, anon_end = min(s["anon_kb"] for s in first), min(s["anon_kb"] for s in last)
+            print(f"  info  of which anonymous (RssAnon floor): {anon_base} kB, then {anon_end} kB (growth {anon_end - anon_base} kB)")
         else:
             check(False, "RSS: no sample after the warm-up")
         for key in ("fds", "threads"):
