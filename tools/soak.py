@@ -418,7 +418,7 @@ def proc_sample(pid, rss_readings=1):
         "rss_kb": min(rss),
         "rss_max_kb": max(rss),
         # The heap's part; the rest is mostly the binary's pages, which the
-        # kernel faults in (a code path run for the first time) and evicts.
+        # kernel may evict and fault in again (in the 1-hour run they did not move).
         "anon_kb": min(anon),
         "threads": int(status["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
