@@ -63,6 +63,7 @@ pub fn run(
         reporter: Reporter::stdout(),
         taps,
         stats_every: Duration::from_secs_f64(StatsConfig::default().interval_s),
+        reload: None,
     };
     let failed = device.run()?;
     if failed > 0 {

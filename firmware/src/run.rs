@@ -1,12 +1,13 @@
 //! The device loop, shared by `edgebone run --config edgebone.toml` and the
 //! one-shot commands: capture on its own thread, inference on the newest frame
 //! (or on every frame), reports out, stats in the log; SIGTERM or SIGINT end it
-//! cleanly (pending reports flushed, pins safe).
+//! cleanly (pending reports flushed, pins safe); SIGHUP re-reads the source
+//! settings, used when the source is next opened.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,7 +18,7 @@ use edgebone::{Bundle, ModelOptions, Pipeline};
 use crate::config::{Config, Task};
 use crate::report::taps::TapWriter;
 use crate::report::{Report, Reporter};
-use crate::source::{self, Frame, Input, Slot, Taken};
+use crate::source::{self, Frame, Input, Slot, SourceConfig, Taken};
 use crate::stats::Stats;
 
 #[derive(Args)]
@@ -61,10 +62,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         ),
         _ => None,
     };
-    let source = config.source.clone();
+    let settings = Arc::new(Mutex::new(config.source.clone()));
+    let reopen = {
+        let settings = settings.clone();
+        move || {
+            // Copied out first: opening a named pipe waits for its writer, and
+            // SIGHUP must not wait for that.
+            let current = settings.lock().unwrap().clone();
+            source::open(&current)
+        }
+    };
     let input = Input {
         opened: open_source(&config)?,
-        reopen: Some(Box::new(move || source::open(&source))),
+        reopen: Some(Box::new(reopen)),
         capture: config.capture.clone(),
     };
     let device = Device {
@@ -73,6 +83,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         reporter: Reporter::start(&config)?,
         taps,
         stats_every: Duration::from_secs_f64(config.stats.interval_s),
+        reload: Some(Reload {
+            config: args.config.clone(),
+            settings,
+        }),
     };
     device.run()?;
     Ok(ExitCode::SUCCESS)
@@ -100,6 +114,40 @@ pub struct Device {
     pub taps: Option<TapWriter>,
     /// How often stats are logged.
     pub stats_every: Duration,
+    /// What SIGHUP re-reads (`run` only; the one-shot commands keep SIGHUP's
+    /// default, ending the process).
+    pub reload: Option<Reload>,
+}
+
+/// SIGHUP: the config file's `[source]` is read again and used from the
+/// source's next opening: a named pipe's next writer (a camera process restarted
+/// at another size: a byte stream can only be re-framed where a writer starts),
+/// a camera that comes back. The model, task and sinks are read at start only.
+pub struct Reload {
+    pub config: PathBuf,
+    /// The settings the capture thread opens the source with.
+    pub settings: Arc<Mutex<SourceConfig>>,
+}
+
+impl Reload {
+    fn apply(&self) {
+        let path = self.config.display();
+        let source = match Config::load(&self.config) {
+            Ok(config) => config.source,
+            Err(err) => {
+                log::error!("SIGHUP: {err:#}; the running settings stay");
+                return;
+            }
+        };
+        let text = serde_json::to_string(&source).unwrap_or_default();
+        let mut settings = self.settings.lock().unwrap();
+        if serde_json::to_string(&*settings).unwrap_or_default() == text {
+            log::info!("SIGHUP: {path}: [source] unchanged");
+            return;
+        }
+        log::info!("SIGHUP: {path}: [source] is now {text}, from the source's next opening");
+        *settings = source;
+    }
 }
 
 impl Device {
@@ -113,6 +161,11 @@ impl Device {
                 .and_then(|_| signal_hook::flag::register(signal, stop.clone()))
                 .context("installing signal handlers")?;
         }
+        let hup = Arc::new(AtomicBool::new(false));
+        if self.reload.is_some() {
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+                .context("installing the SIGHUP handler")?;
+        }
         let slot = Slot::new(self.input.capture.mode);
         let capture = {
             let (input, slot, stop) = (self.input, slot.clone(), stop.clone());
@@ -122,9 +175,14 @@ impl Device {
                 .context("spawning the capture thread")?
         };
         let watchdog = Watchdog::start();
-        let mut stats = Stats::new(self.stats_every);
+        let mut stats = Stats::new(self.stats_every).with_serial(self.reporter.serial_counters());
         while !stop.load(Ordering::Relaxed) {
             watchdog.ping();
+            if hup.swap(false, Ordering::Relaxed)
+                && let Some(reload) = &self.reload
+            {
+                reload.apply();
+            }
             stats.maybe_log(&slot.counters);
             let frame = match slot.take(Duration::from_millis(100)) {
                 Taken::Frame(frame) => frame,
@@ -206,5 +264,47 @@ impl Watchdog {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             self.last.set(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe_config(width: u32) -> String {
+        format!(
+            "[model]\nbundle = \"models/yolov5n_int8\"\n\
+             [source]\nkind = \"pipe\"\npath = \"frames\"\nformat = \"yuv420\"\nwidth = {width}\nheight = 240\n"
+        )
+    }
+
+    fn width(reload: &Reload) -> u32 {
+        match &*reload.settings.lock().unwrap() {
+            SourceConfig::Pipe(pipe) => pipe.width,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sighup_takes_the_new_source_settings_and_keeps_them_when_the_file_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edgebone.toml");
+        std::fs::write(&file, pipe_config(320)).unwrap();
+        let reload = Reload {
+            settings: Arc::new(Mutex::new(Config::load(&file).unwrap().source)),
+            config: file.clone(),
+        };
+        std::fs::write(&file, pipe_config(256)).unwrap();
+        reload.apply();
+        assert_eq!(width(&reload), 256);
+        // Paths still resolve against the config's folder.
+        let path = reload.settings.lock().unwrap().path_mut().cloned();
+        assert_eq!(path, Some(dir.path().join("frames")));
+        std::fs::write(&file, pipe_config(320).replace("width", "widht")).unwrap();
+        reload.apply();
+        assert_eq!(width(&reload), 256);
+        std::fs::remove_file(&file).unwrap();
+        reload.apply();
+        assert_eq!(width(&reload), 256);
     }
 }

@@ -1,6 +1,7 @@
 //! Periodic stats in the log: frames per second, capture→report latency
 //! percentiles, dropped and truncated frames; and a summary at exit.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::report::serial::SerialCounters;
 use crate::source::Counters;
 
 /// The `[stats]` section.
@@ -45,6 +47,8 @@ pub struct Stats {
     total: Histogram<u64>,
     start: Instant,
     pub failed: u64,
+    /// The serial writer's counts, when `[serial]` is configured.
+    serial: Option<Arc<SerialCounters>>,
 }
 
 /// The summary line's content (`summary {json}` in the log at exit).
@@ -59,6 +63,16 @@ struct Summary {
     bad: u64,
     failed: u64,
     latency_ms: Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serial: Option<SerialSummary>,
+}
+
+/// Serial reports written and dropped (the receiver's `seq` gaps add up to
+/// `dropped`).
+#[derive(Serialize)]
+struct SerialSummary {
+    written: u64,
+    dropped: u64,
 }
 
 #[derive(Serialize)]
@@ -93,7 +107,14 @@ impl Stats {
             total: histogram(),
             start: Instant::now(),
             failed: 0,
+            serial: None,
         }
+    }
+
+    /// Adds the serial writer's counts to the stats lines and the summary.
+    pub fn with_serial(mut self, serial: Option<Arc<SerialCounters>>) -> Stats {
+        self.serial = serial;
+        self
     }
 
     pub fn record(&mut self, latency_ms: f64) {
@@ -108,8 +129,15 @@ impl Stats {
             return;
         }
         let p = percentiles(&self.window);
+        let serial = match &self.serial {
+            Some(serial) => format!(
+                ", serial dropped {}",
+                serial.dropped.load(Ordering::Relaxed)
+            ),
+            None => String::new(),
+        };
         log::info!(
-            "stats: {:.1} fps, latency p50 {:.1} p90 {:.1} p99 {:.1} ms, dropped {}, truncated {}",
+            "stats: {:.1} fps, latency p50 {:.1} p90 {:.1} p99 {:.1} ms, dropped {}, truncated {}{serial}",
             self.window.len() as f64 / elapsed.as_secs_f64(),
             p.p50,
             p.p90,
@@ -133,6 +161,10 @@ impl Stats {
             bad: counters.bad.load(Ordering::Relaxed),
             failed: self.failed,
             latency_ms: percentiles(&self.total),
+            serial: self.serial.as_ref().map(|serial| SerialSummary {
+                written: serial.written.load(Ordering::Relaxed),
+                dropped: serial.dropped.load(Ordering::Relaxed),
+            }),
         };
         log::info!(
             "summary {}",

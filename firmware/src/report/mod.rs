@@ -83,6 +83,11 @@ impl Reporter {
         }
     }
 
+    /// The serial writer's counts, when `[serial]` is configured.
+    pub fn serial_counters(&self) -> Option<Arc<serial::SerialCounters>> {
+        self.serial.as_ref().map(|serial| serial.counters.clone())
+    }
+
     pub fn send(&mut self, report: Report) {
         let report = Arc::new(report);
         if let Some(gpio) = &self.gpio {

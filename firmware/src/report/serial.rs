@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,24 +97,41 @@ pub enum WireFormat {
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// What the writer did with the reports handed to it, for the stats line and the
+/// summary: every `seq` is either written, dropped (the receiver sees it as a
+/// gap) or still queued.
+#[derive(Debug, Default)]
+pub struct SerialCounters {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
 pub struct Serial {
     tx: Sender<Arc<Report>>,
     done: Receiver<()>,
     thread: JoinHandle<()>,
+    pub counters: Arc<SerialCounters>,
 }
 
 impl Serial {
     pub fn start(config: SerialConfig) -> Serial {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
+        let counters = Arc::new(SerialCounters::default());
+        let writer = Writer::new(config, counters.clone());
         let thread = std::thread::Builder::new()
             .name("serial".into())
             .spawn(move || {
-                Writer::new(config).run(rx);
+                writer.run(rx);
                 let _ = done_tx.send(());
             })
             .expect("spawning the serial thread");
-        Serial { tx, done, thread }
+        Serial {
+            tx,
+            done,
+            thread,
+            counters,
+        }
     }
 
     pub fn send(&self, report: Arc<Report>) {
@@ -133,19 +151,29 @@ impl Serial {
     }
 }
 
+/// Reports dropped since the queue last overflowed: always a run of consecutive
+/// `seq`s, since the oldest goes first and nothing is written meanwhile.
+struct DropEpisode {
+    first: u32,
+    last: u32,
+    count: u64,
+}
+
 struct Writer {
     config: SerialConfig,
     port: Option<Box<dyn Write + Send>>,
-    queue: VecDeque<Vec<u8>>,
+    /// Encoded reports with their `seq`, oldest first.
+    queue: VecDeque<(u32, Vec<u8>)>,
     seq: u32,
     retry_at: Instant,
     retry_delay: Duration,
     lost_since: Option<Instant>,
-    dropped_while_away: u64,
+    dropping: Option<DropEpisode>,
+    counters: Arc<SerialCounters>,
 }
 
 impl Writer {
-    fn new(config: SerialConfig) -> Writer {
+    fn new(config: SerialConfig, counters: Arc<SerialCounters>) -> Writer {
         Writer {
             config,
             port: None,
@@ -154,7 +182,8 @@ impl Writer {
             retry_at: Instant::now(),
             retry_delay: RETRY_FIRST,
             lost_since: None,
-            dropped_while_away: 0,
+            dropping: None,
+            counters,
         }
     }
 
@@ -170,6 +199,14 @@ impl Writer {
             if closed && (self.queue.is_empty() || stuck) {
                 break;
             }
+        }
+        self.end_drop_episode();
+        if let (Some((first, _)), Some((last, _))) = (self.queue.front(), self.queue.back()) {
+            log::warn!(
+                "serial {}: {} report(s) still queued at exit were not written (seq {first} to {last})",
+                self.config.path.display(),
+                self.queue.len()
+            );
         }
     }
 
@@ -202,12 +239,46 @@ impl Writer {
             WireFormat::Ndjson => wire::ndjson(self.seq, report),
             WireFormat::Binary => wire::binary(self.seq, report),
         };
-        self.seq = self.seq.wrapping_add(1);
-        if self.queue.len() == self.config.queue {
-            self.queue.pop_front();
-            self.dropped_while_away += 1;
+        if self.queue.len() >= self.config.queue
+            && let Some((dropped, _)) = self.queue.pop_front()
+        {
+            self.count_drop(dropped);
         }
-        self.queue.push_back(bytes);
+        self.queue.push_back((self.seq, bytes));
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    fn count_drop(&mut self, seq: u32) {
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        match &mut self.dropping {
+            Some(episode) => {
+                episode.last = seq;
+                episode.count += 1;
+            }
+            None => {
+                log::warn!(
+                    "serial {}: queue full ({} reports); dropping the oldest, from seq {seq}",
+                    self.config.path.display(),
+                    self.config.queue
+                );
+                self.dropping = Some(DropEpisode {
+                    first: seq,
+                    last: seq,
+                    count: 1,
+                });
+            }
+        }
+    }
+
+    /// Logs the run of `seq`s dropped, once reports flow again (or at exit): the
+    /// gap a receiver sees.
+    fn end_drop_episode(&mut self) {
+        if let Some(DropEpisode { first, last, count }) = self.dropping.take() {
+            log::warn!(
+                "serial {}: {count} report(s) dropped, seq {first} to {last}",
+                self.config.path.display()
+            );
+        }
     }
 
     fn connect(&mut self) {
@@ -219,9 +290,9 @@ impl Writer {
             Ok(port) => {
                 match self.lost_since.take() {
                     Some(since) => log::info!(
-                        "serial {path}: back after {:.1} s; {} report(s) dropped meanwhile",
+                        "serial {path}: back after {:.1} s; {} report(s) dropped in all so far",
                         since.elapsed().as_secs_f64(),
-                        std::mem::take(&mut self.dropped_while_away)
+                        self.counters.dropped.load(Ordering::Relaxed)
                     ),
                     None => log::info!("serial {path}: open"),
                 }
@@ -240,10 +311,7 @@ impl Writer {
     }
 
     fn write(&mut self) {
-        let Some(port) = self.port.as_mut() else {
-            return;
-        };
-        while let Some(bytes) = self.queue.front() {
+        while let (Some(port), Some((_, bytes))) = (self.port.as_mut(), self.queue.front()) {
             if let Err(err) = port.write_all(bytes).and_then(|_| port.flush()) {
                 log::warn!(
                     "serial {}: lost ({err}); reopening",
@@ -255,6 +323,8 @@ impl Writer {
                 return;
             }
             self.queue.pop_front();
+            self.counters.written.fetch_add(1, Ordering::Relaxed);
+            self.end_drop_episode();
         }
     }
 }
@@ -359,6 +429,96 @@ mod tests {
         );
         assert_eq!((config.queue, config.format), (256, WireFormat::Ndjson));
         assert_eq!(config.driver, SerialDriver::Serialport);
+    }
+
+    /// A receiver's end of the line: what the writer managed to write.
+    #[derive(Clone, Default)]
+    struct Peer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Peer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A device unplugged: every write fails.
+    struct Unplugged;
+
+    impl Write for Unplugged {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(5))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn report(frame: u64) -> Report {
+        Report {
+            image: None,
+            frame,
+            captured_unix_ms: 0.0,
+            latency_ms: 1.0,
+            stages_ms: Default::default(),
+            results: edgebone::Results::Top(Vec::new()),
+        }
+    }
+
+    /// The `seq` of every line the peer received.
+    fn seqs(peer: &Peer) -> Vec<u64> {
+        let bytes = peer.0.lock().unwrap();
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                serde_json::from_slice::<serde_json::Value>(line).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_away_loses_the_oldest_reports_and_the_count_is_the_seq_gap() {
+        let mut config = parse("queue = 4");
+        config.path = "/nonexistent/ttyEDGE".into();
+        let counters = Arc::new(SerialCounters::default());
+        let mut writer = Writer::new(config, counters.clone());
+        let peer = Peer::default();
+        writer.port = Some(Box::new(peer.clone()));
+        for frame in 0..3 {
+            writer.enqueue(&report(frame));
+            writer.write();
+        }
+        // Unplugged: the first write fails and the report stays queued; the
+        // device path is missing, so it stays away while 10 more reports arrive.
+        writer.port = Some(Box::new(Unplugged));
+        for frame in 3..13 {
+            writer.enqueue(&report(frame));
+            writer.write();
+            writer.connect();
+        }
+        assert!(writer.port.is_none());
+        assert_eq!(writer.queue.len(), 4);
+        // Plugged in again: the newest 4 go out.
+        writer.port = Some(Box::new(peer.clone()));
+        writer.write();
+        let received = seqs(&peer);
+        assert_eq!(received, [0, 1, 2, 9, 10, 11, 12]);
+        let gap: u64 = received.windows(2).map(|w| w[1] - w[0] - 1).sum();
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 6);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), gap);
+        assert_eq!(counters.written.load(Ordering::Relaxed), 7);
+        assert!(
+            writer.dropping.is_none(),
+            "the episode ends once reports flow"
+        );
     }
 
     #[test]
