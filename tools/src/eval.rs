@@ -274,7 +274,9 @@ impl Tally {
             bail!("no evaluation image could be read");
         }
         let share = |n: usize, of: usize| n as f64 / of as f64;
-        let labelled = (self.labelled > 0).then_some(self.labelled);
+        // ImageNet labels say nothing of a detector's COCO classes.
+        let classifier = decoding == Decoding::Classifier;
+        let labelled = (self.labelled > 0 && classifier).then_some(self.labelled);
         Ok(Report {
             images: self.images,
             labelled: self.labelled,
