@@ -25,9 +25,12 @@ pub struct Record {
     /// Clamp outputs the layer now writes unclamped (see `qdq::Clamp`).
     pub folded_clamps: Vec<String>,
     pub activations: Vec<Activation>,
+    /// With `--method auto`: every candidate's scores and the choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto: Option<crate::auto::Choice>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Activation {
     pub tensor: String,
     pub min: f32,
@@ -65,10 +68,14 @@ pub fn write(source: &Bundle, proto: &ModelProto, out: &Path, record: &Record) -
     manifest["network"] = toml_edit::value(network);
     manifest["sha256"] = toml_edit::value(sha256);
     retarget_taps(&mut manifest, &record.folded_clamps);
+    let how = match &record.auto {
+        Some(choice) => format!("auto: {}", choice.chosen),
+        None => record.method.clone(),
+    };
     let header = format!(
-        "# int8 (QDQ) made by `quantize int8` from {} ({} calibration, {} images);\n\
+        "# int8 (QDQ) made by `quantize int8` from {} ({how} calibration, {} images);\n\
          # every activation range and scale is in quantization.json.\n",
-        source.manifest.network, record.method, record.calibration_images
+        source.manifest.network, record.calibration_images
     );
     let manifest_out = out.join(MANIFEST_FILE);
     std::fs::write(&manifest_out, header + &manifest.to_string())

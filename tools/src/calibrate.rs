@@ -7,6 +7,10 @@ pub const BINS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
 pub enum Method {
+    /// Tries the other methods, with and without bias correction and with the
+    /// first and last layers kept float, on held-out folds of the calibration
+    /// photos; keeps the one that agrees best with float.
+    Auto,
     /// The whole observed range: no clipping, coarsest steps.
     MinMax,
     /// Clips each side at a percentile of its values (`--percentile`).
@@ -20,13 +24,18 @@ pub enum Method {
 /// What one activation tensor did over the calibration images.
 ///
 /// Two passes: the first finds the extremes, the second fills histograms of the
-/// positive and the negative values between 0 and those extremes.
+/// positive and the negative values between 0 and the extremes given to
+/// [`Observer::bin_up_to`]. Observers of parts of the photos (k-fold) share one
+/// binning, so that any of them add up with [`Observer::merge`].
 #[derive(Debug, Clone)]
 pub struct Observer {
     pub min: f32,
     pub max: f32,
     positive: Vec<u64>,
     negative: Vec<u64>,
+    /// What the histograms' last bins reach: the extremes over all photos.
+    hist_min: f32,
+    hist_max: f32,
     /// Per channel (axis 1): the sum of the values and how many were summed.
     channel_sums: Vec<f64>,
     channel_count: u64,
@@ -39,6 +48,8 @@ impl Default for Observer {
             max: f32::NEG_INFINITY,
             positive: vec![0; BINS],
             negative: vec![0; BINS],
+            hist_min: 0.0,
+            hist_max: 0.0,
             channel_sums: Vec::new(),
             channel_count: 0,
         }
@@ -77,9 +88,39 @@ impl Observer {
         self.channel_sums.iter().map(|s| (s / n) as f32).collect()
     }
 
+    /// Sets the extremes the histograms span (this observer's own, or those of
+    /// every fold); call between the two passes.
+    pub fn bin_up_to(&mut self, min: f32, max: f32) {
+        self.hist_min = min;
+        self.hist_max = max;
+    }
+
+    /// Adds what `other` observed (binned the same way) to this observer.
+    pub fn merge(&mut self, other: &Observer) {
+        debug_assert_eq!(
+            (self.hist_min, self.hist_max),
+            (other.hist_min, other.hist_max)
+        );
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        for (a, b) in self.positive.iter_mut().zip(&other.positive) {
+            *a += b;
+        }
+        for (a, b) in self.negative.iter_mut().zip(&other.negative) {
+            *a += b;
+        }
+        if self.channel_sums.len() < other.channel_sums.len() {
+            self.channel_sums.resize(other.channel_sums.len(), 0.0);
+        }
+        for (a, b) in self.channel_sums.iter_mut().zip(&other.channel_sums) {
+            *a += b;
+        }
+        self.channel_count += other.channel_count;
+    }
+
     pub fn observe_histogram(&mut self, values: &[f32]) {
-        let up = BINS as f32 / self.max.max(f32::MIN_POSITIVE);
-        let down = BINS as f32 / (-self.min).max(f32::MIN_POSITIVE);
+        let up = BINS as f32 / self.hist_max.max(f32::MIN_POSITIVE);
+        let down = BINS as f32 / (-self.hist_min).max(f32::MIN_POSITIVE);
         for &v in values {
             if v > 0.0 {
                 self.positive[((v * up) as usize).min(BINS - 1)] += 1;
@@ -98,21 +139,27 @@ impl Observer {
         }
         // Each side gets the share of the 255 steps its extreme asks for.
         let up_levels = (255.0 * hi / (hi - lo)).round() as usize;
-        let side = |hist: &[u64], extreme: f32, levels: usize| -> f32 {
-            let width = extreme / BINS as f32;
-            match method {
-                Method::MinMax => extreme,
+        let side = |hist: &[u64], extreme: f32, binned: f32, levels: usize| -> f32 {
+            let width = binned.max(extreme) / BINS as f32;
+            let threshold = match method {
+                Method::MinMax | Method::Auto => extreme,
                 Method::Percentile => quantile_bin(hist, percentile / 100.0)
-                    .map_or(0.0, |bin| ((bin + 1) as f32 * width).min(extreme)),
+                    .map_or(0.0, |bin| (bin + 1) as f32 * width),
                 // Too few steps on a side (SiLU's small negative tail) leave nothing
                 // to trade: keep its extreme.
                 Method::Entropy if levels < 16 => extreme,
-                Method::Entropy => kl_threshold_bins(hist, levels) as f32 * width,
-            }
+                Method::Entropy => {
+                    // Only the bins up to this observer's own extreme: past it the
+                    // shared binning holds nothing of these photos.
+                    let used = ((extreme / width).ceil() as usize).clamp(1, BINS);
+                    kl_threshold_bins(&hist[..used], levels) as f32 * width
+                }
+            };
+            threshold.min(extreme)
         };
         Range {
-            lo: -side(&self.negative, -lo, 255 - up_levels),
-            hi: side(&self.positive, hi, up_levels),
+            lo: -side(&self.negative, -lo, -self.hist_min, 255 - up_levels),
+            hi: side(&self.positive, hi, self.hist_max, up_levels),
         }
     }
 }
@@ -233,8 +280,38 @@ mod tests {
     fn observed(values: &[f32]) -> Observer {
         let mut o = Observer::default();
         o.observe_extremes(values);
+        o.bin_up_to(o.min, o.max);
         o.observe_histogram(values);
         o
+    }
+
+    #[test]
+    fn merged_folds_give_the_ranges_of_all_the_photos() {
+        let values = bell_with_outlier();
+        let whole = observed(&values);
+        let (a, b) = values.split_at(values.len() / 3);
+        let mut folds = [Observer::default(), Observer::default()];
+        for (fold, part) in folds.iter_mut().zip([a, b]) {
+            fold.observe_extremes(part);
+            fold.observe_channels(part, &[1, 1, part.len()]);
+        }
+        for fold in &mut folds {
+            fold.bin_up_to(whole.min, whole.max);
+        }
+        for (fold, part) in folds.iter_mut().zip([a, b]) {
+            fold.observe_histogram(part);
+        }
+        let mut merged = folds[0].clone();
+        merged.merge(&folds[1]);
+        for method in [Method::MinMax, Method::Percentile, Method::Entropy] {
+            let (m, w) = (merged.range(method, 99.9), whole.range(method, 99.9));
+            assert_eq!((m.lo, m.hi), (w.lo, w.hi), "{method:?}");
+        }
+        // The first fold alone never saw the outlier (the last value): its range
+        // stops at its own extreme although its bins span the outlier's.
+        let first = folds[0].range(Method::Entropy, 0.0);
+        assert!(first.hi <= folds[0].max, "{first:?} vs {}", folds[0].max);
+        assert!(folds[0].max < 2.0);
     }
 
     /// A deterministic bell curve on [-1, 1] and one far outlier.

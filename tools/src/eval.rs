@@ -1,6 +1,7 @@
 //! Float against int8 on a folder of photos: what quantization cost.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use edgebone::decode::yolov5::{Detection, iou};
@@ -41,12 +42,74 @@ pub struct DetectionReport {
     /// IoU of the matched pairs: mean and worst.
     pub iou_mean: f64,
     pub iou_min: f64,
+    /// Float's detections that int8 keeps: matched with IoU ≥ 0.85 and a score
+    /// within 0.05 of float's.
+    pub kept: usize,
+    /// kept / float (1 when float finds nothing).
+    pub kept_share: f64,
+    /// Float's detections that int8 does not keep, by image.
+    pub lost: Vec<LostObject>,
+}
+
+/// One of float's detections that int8 lost or moved.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostObject {
+    pub image: String,
+    pub label: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// int8's best detection of the same class there, if any: its IoU with
+    /// float's box and its score.
+    pub int8_iou: Option<f32>,
+    pub int8_score: Option<f32>,
 }
 
 /// IoU from which two detections are the same object.
 const SAME_OBJECT_IOU: f32 = 0.5;
+/// IoU and score difference within which int8 keeps one of float's detections
+/// (issue 15's bar for a detector's calibration).
+pub const KEPT_IOU: f32 = 0.85;
+pub const KEPT_SCORE: f32 = 0.05;
 
-pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Result<Report> {
+/// For each of float's detections (by falling score, as decoding returns them),
+/// int8's same-class detection that overlaps it most, if by IoU ≥ 0.5: its index
+/// and the IoU. Greedy, each int8 detection used once.
+pub fn match_detections(float: &[Detection], int8: &[Detection]) -> Vec<Option<(usize, f32)>> {
+    let mut taken = vec![false; int8.len()];
+    float
+        .iter()
+        .map(|f| {
+            let best = int8
+                .iter()
+                .enumerate()
+                .filter(|(i, q)| !taken[*i] && q.class == f.class)
+                .map(|(i, q)| (i, iou(&f.bbox, &q.bbox)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .filter(|b| b.1 >= SAME_OBJECT_IOU);
+            if let Some((i, _)) = best {
+                taken[i] = true;
+            }
+            best
+        })
+        .collect()
+}
+
+/// Whether int8's match keeps float's detection `f`.
+pub fn is_kept(f: &Detection, matched: Option<(usize, f32)>, int8: &[Detection]) -> bool {
+    matched.is_some_and(|(i, overlap)| {
+        overlap >= KEPT_IOU && (int8[i].score - f.score).abs() <= KEPT_SCORE
+    })
+}
+
+/// Runs both bundles on every image of `sources` (folders, or single image
+/// files); a folder's `labels.tsv` labels its photos.
+pub fn compare(
+    float: &Bundle,
+    int8: &Bundle,
+    sources: &[PathBuf],
+    threads: usize,
+) -> Result<Report> {
     let (a, b) = (&float.manifest.input, &int8.manifest.input);
     if (a.width, a.height) != (b.width, b.height) {
         bail!(
@@ -59,8 +122,24 @@ pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Res
             b.height
         );
     }
-    let files = images::list(dir, "evaluation")?;
-    let labels = images::labels(dir)?;
+    let mut files = Vec::new();
+    let mut labels: HashMap<PathBuf, usize> = HashMap::new();
+    for source in sources {
+        if source.is_file() {
+            files.push(source.clone());
+            continue;
+        }
+        let listed = images::list(source, "evaluation")?;
+        if let Some(by_name) = images::labels(source)? {
+            for path in &listed {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Some(&label) = by_name.get(name) {
+                    labels.insert(path.clone(), label);
+                }
+            }
+        }
+        files.extend(listed);
+    }
     let decoding = float.manifest.output.decoding;
     let mut float = pipeline(float, threads)?;
     let mut int8 = pipeline(int8, threads)?;
@@ -82,13 +161,9 @@ pub fn compare(float: &Bundle, int8: &Bundle, dir: &Path, threads: usize) -> Res
             .run_with_raw(&frame)
             .with_context(|| path.display().to_string())?;
         if let (Results::Detections(f), Results::Detections(q)) = (&f, &q) {
-            tally.detections.add(f, q);
+            tally.detections.add(&path.display().to_string(), f, q);
         }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let label = labels.as_ref().and_then(|l| l.get(name)).copied();
+        let label = labels.get(path).copied();
         tally.add(f32_values(&f_raw)?, f32_values(&q_raw)?, label);
     }
     bar.finish_and_clear();
@@ -111,25 +186,38 @@ struct DetectionTally {
     float: usize,
     int8: usize,
     ious: Vec<f64>,
+    kept: usize,
+    lost: Vec<LostObject>,
 }
 
 impl DetectionTally {
-    fn add(&mut self, float: &[Detection], int8: &[Detection]) {
+    fn add(&mut self, image: &str, float: &[Detection], int8: &[Detection]) {
         self.float += float.len();
         self.int8 += int8.len();
-        let mut taken = vec![false; int8.len()];
-        // Decoding returns detections by falling score.
-        for f in float {
-            let best = int8
-                .iter()
-                .enumerate()
-                .filter(|(i, q)| !taken[*i] && q.class == f.class)
-                .map(|(i, q)| (i, iou(&f.bbox, &q.bbox)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((i, overlap)) = best.filter(|b| b.1 >= SAME_OBJECT_IOU) {
-                taken[i] = true;
+        for (f, matched) in float.iter().zip(match_detections(float, int8)) {
+            if let Some((_, overlap)) = matched {
                 self.ious.push(overlap as f64);
             }
+            if is_kept(f, matched, int8) {
+                self.kept += 1;
+                continue;
+            }
+            // Where int8 has a same-class box on float's, even a poor one, say
+            // how far off it is.
+            let nearest = int8
+                .iter()
+                .filter(|q| q.class == f.class)
+                .map(|q| (iou(&f.bbox, &q.bbox), q.score))
+                .filter(|(overlap, _)| *overlap > 0.0)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            self.lost.push(LostObject {
+                image: image.to_string(),
+                label: f.label.clone(),
+                score: f.score,
+                bbox: f.bbox,
+                int8_iou: nearest.map(|n| n.0),
+                int8_score: nearest.map(|n| n.1),
+            });
         }
     }
 
@@ -146,6 +234,13 @@ impl DetectionTally {
             },
             iou_mean: self.ious.iter().sum::<f64>() / matched.max(1) as f64,
             iou_min: self.ious.iter().copied().fold(1.0, f64::min),
+            kept: self.kept,
+            kept_share: if self.float == 0 {
+                1.0
+            } else {
+                self.kept as f64 / self.float as f64
+            },
+            lost: self.lost.clone(),
         }
     }
 }
@@ -179,7 +274,9 @@ impl Tally {
             bail!("no evaluation image could be read");
         }
         let share = |n: usize, of: usize| n as f64 / of as f64;
-        let labelled = (self.labelled > 0).then_some(self.labelled);
+        // ImageNet labels say nothing of a detector's COCO classes.
+        let classifier = decoding == Decoding::Classifier;
+        let labelled = (self.labelled > 0 && classifier).then_some(self.labelled);
         Ok(Report {
             images: self.images,
             labelled: self.labelled,
@@ -236,6 +333,27 @@ impl std::fmt::Display for Report {
                 d.iou_mean,
                 d.iou_min
             )?;
+            write!(
+                f,
+                "\nkept                {} of {} float detections ({}) with IoU >= {KEPT_IOU} and score within {KEPT_SCORE}",
+                d.kept,
+                d.float,
+                percent(Some(d.kept_share))
+            )?;
+            for lost in &d.lost {
+                let int8 = match (lost.int8_iou, lost.int8_score) {
+                    (Some(overlap), Some(score)) => {
+                        format!("int8 IoU {overlap:.3}, score {score:.3}")
+                    }
+                    _ => "int8: none of that class there".to_string(),
+                };
+                let [x1, y1, x2, y2] = lost.bbox;
+                write!(
+                    f,
+                    "\n  lost: {} {} {:.3} [{x1:.0}, {y1:.0}, {x2:.0}, {y2:.0}]; {int8}",
+                    lost.image, lost.label, lost.score
+                )?;
+            }
         }
         Ok(())
     }
@@ -286,10 +404,40 @@ mod tests {
             // Right place, wrong class: no match.
             det(2, 0.7, [20.0, 20.0, 40.0, 40.0]),
         ];
-        t.add(&float, &int8);
+        t.add("a.jpg", &float, &int8);
         let r = t.report();
         assert_eq!((r.float, r.int8, r.matched), (3, 2, 1));
         assert!((r.agreement - 0.4).abs() < 1e-12, "{}", r.agreement);
         assert!((r.iou_min - 81.0 / 119.0).abs() < 1e-6, "{}", r.iou_min);
+        // IoU 0.68 is the same object but not kept; nothing is kept here.
+        assert_eq!(r.kept, 0);
+        assert_eq!(r.lost.len(), 3);
+        assert_eq!(r.lost[0].int8_iou, Some(81.0 / 119.0));
+        assert_eq!(r.lost[2].int8_iou, None);
+    }
+
+    #[test]
+    fn kept_needs_close_boxes_and_close_scores() {
+        let mut t = DetectionTally::default();
+        let float = [
+            det(0, 0.90, [0.0, 0.0, 100.0, 100.0]),
+            det(1, 0.27, [200.0, 0.0, 300.0, 100.0]),
+            det(2, 0.60, [0.0, 200.0, 100.0, 300.0]),
+        ];
+        let int8 = [
+            // IoU 0.96, score 0.04 lower: kept.
+            det(0, 0.86, [0.0, 0.0, 100.0, 96.0]),
+            // Same box, but the score fell by 0.06: lost.
+            det(1, 0.21, [200.0, 0.0, 300.0, 100.0]),
+            // Score equal, box IoU 0.8: lost.
+            det(2, 0.60, [0.0, 200.0, 100.0, 280.0]),
+        ];
+        t.add("b.jpg", &float, &int8);
+        let r = t.report();
+        assert_eq!((r.matched, r.kept), (3, 1));
+        assert!((r.kept_share - 1.0 / 3.0).abs() < 1e-12);
+        let lost: Vec<&str> = r.lost.iter().map(|l| l.label.as_str()).collect();
+        assert_eq!(lost, ["1", "2"]);
+        assert_eq!(r.lost[0].int8_score, Some(0.21));
     }
 }

@@ -4,6 +4,7 @@
 //! float-against-int8 report.
 
 mod activations;
+mod auto;
 mod bundle;
 mod calibrate;
 mod convert;
@@ -17,14 +18,14 @@ mod testing;
 mod torch;
 mod train;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use edgebone::Bundle;
-use edgebone::onnx::{self, qdq::QParams};
+use edgebone::onnx;
 
 use calibrate::Method;
 
@@ -96,12 +97,22 @@ struct Int8Args {
     /// Where to write the int8 bundle.
     #[arg(long)]
     out: PathBuf,
-    /// How activation ranges are chosen.
-    #[arg(long, value_enum, default_value_t = Method::Entropy)]
+    /// How activation ranges are chosen. `auto` tries min-max, percentile and
+    /// entropy, each with and without bias correction and with the first and
+    /// last layers int8 or float, by k-fold cross-validation on the calibration
+    /// photos (agreement with float), and keeps the best.
+    #[arg(long, value_enum, default_value_t = Method::Auto)]
     method: Method,
+    /// For `--method auto`: how many folds the calibration photos are split into.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
     /// For `--method percentile`: the share of each sign's values kept inside the range.
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
+    /// Leave the first and last weighted layers (the stem, the classifier or
+    /// detect heads) in float; `auto` decides this itself.
+    #[arg(long)]
+    ends_float: bool,
     /// A layer (node name) to leave in float; repeatable.
     #[arg(long)]
     keep_float: Vec<String>,
@@ -110,7 +121,8 @@ struct Int8Args {
     #[arg(long)]
     keep_clamps: bool,
     /// Correct each layer's bias for the average output shift its int8 weights
-    /// cause (from the calibration photos' per-channel input means).
+    /// cause (from the calibration photos' per-channel input means); `auto`
+    /// decides this itself.
     #[arg(long)]
     bias_correction: bool,
     /// Compare float and int8 on this folder of photos once written.
@@ -149,9 +161,10 @@ struct EvalArgs {
     float: PathBuf,
     /// The int8 bundle.
     int8: PathBuf,
-    /// Photos to compare on (with a labels.tsv for top-1 accuracy).
-    #[arg(long)]
-    images: PathBuf,
+    /// Photos to compare on: folders (with a labels.tsv for top-1 accuracy) or
+    /// single images; repeatable, or several after one `--images`.
+    #[arg(long, required = true, num_args = 1..)]
+    images: Vec<PathBuf>,
     #[command(flatten)]
     output: Output,
 }
@@ -195,16 +208,31 @@ fn int8(args: &Int8Args) -> Result<()> {
     }
     let source = Bundle::open(&args.model)?;
     let files = images::list(&args.calib, "calibration")?;
+    let auto = args.method == Method::Auto;
+    if auto && args.folds < 2 {
+        anyhow::bail!("--folds {}: expected 2 or more", args.folds);
+    }
+    if auto && (args.bias_correction || args.ends_float) {
+        log::warn!(
+            "--bias-correction, --ends-float: --method auto tries both itself; give a method to force them"
+        );
+    }
     let mut proto = onnx::load(&source.network_path())?;
     let graph = onnx::graph_mut(&mut proto);
     fold::inline_identities(graph);
     let folded = fold::fold_batch_norms(graph)?;
     let keep: HashSet<String> = args.keep_float.iter().cloned().collect();
-    let mut plan = qdq::plan(graph, &keep)?;
-    let clamps = plan.clamps.len();
+    let ends = qdq::end_layers(graph);
+    let mut plans = auto::Plans {
+        all_int8: qdq::plan(graph, &keep)?,
+        wide_ends: qdq::plan(graph, &keep.iter().chain(&ends).cloned().collect())?,
+    };
+    let clamps = plans.all_int8.clamps.len();
     if args.keep_clamps {
-        plan.clamps.clear();
+        plans.all_int8.clamps.clear();
+        plans.wide_ends.clamps.clear();
     }
+    let plan = &plans.all_int8;
     log::info!(
         "{}: {} BatchNorm folded, {} layers to int8 ({} kept float), {} activations to calibrate on {} photos",
         source.network_path().display(),
@@ -215,60 +243,87 @@ fn int8(args: &Int8Args) -> Result<()> {
         files.len()
     );
     let spec = &source.manifest.input;
-    let (observers, used) =
-        activations::observe(&proto, spec, &files, &plan.activations, args.method)?;
-    let mut qparams = HashMap::new();
-    let mut record_activations = Vec::new();
-    for tensor in &plan.activations {
-        let observer = &observers[tensor];
-        let range = observer.range(args.method, args.percentile);
-        let q = QParams::spanning(range.lo, range.hi);
-        qparams.insert(tensor.clone(), q);
-        record_activations.push(bundle::Activation {
-            tensor: tensor.clone(),
-            min: observer.min,
-            max: observer.max,
-            range,
-            qparams: q,
-        });
-    }
-    let means: HashMap<String, Vec<f32>> = if args.bias_correction {
-        observers
-            .iter()
-            .map(|(tensor, o)| (tensor.clone(), o.channel_means()))
-            .collect()
-    } else {
-        HashMap::new()
+    let head = match &source.manifest.output.name {
+        Some(name) => name.clone(),
+        None => onnx::graph_mut(&mut proto).output[0].name.clone(),
     };
-    let folded = qdq::rewrite(onnx::graph_mut(&mut proto), &plan, &qparams, &means)?;
+    let (tensors, folds) = if auto {
+        (plans.activations(), args.folds)
+    } else if args.ends_float {
+        (plans.wide_ends.activations.clone(), 1)
+    } else {
+        (plans.all_int8.activations.clone(), 1)
+    };
+    let observed = activations::observe(
+        &proto,
+        spec,
+        &files,
+        &tensors,
+        args.method != Method::MinMax,
+        folds,
+        auto.then_some(head.as_str()),
+    )?;
+    let search = auto::Search {
+        source: &source,
+        proto: &proto,
+        plans: &plans,
+        ends,
+        percentile: args.percentile,
+        threads: args.output.threads,
+    };
+    if auto && observed.used < args.folds {
+        anyhow::bail!(
+            "--folds {}: expected 2 to {} (the readable calibration photos in {})",
+            args.folds,
+            observed.used,
+            args.calib.display()
+        );
+    }
+    let (setting, choice) = if auto {
+        let choice = search.run(&observed)?;
+        if args.output.json {
+            log::info!("{choice}");
+        } else {
+            println!("{choice}");
+        }
+        (choice.setting.expect("auto chose a setting"), Some(choice))
+    } else {
+        let setting = auto::Setting {
+            method: args.method,
+            percentile: args.percentile,
+            bias_correction: args.bias_correction,
+            wide_ends: args.ends_float,
+        };
+        (setting, None)
+    };
+    let model = auto::apply(
+        &proto,
+        plans.get(&setting),
+        &observed.merged(None),
+        &setting,
+    )?;
     log::info!(
         "{} of {clamps} ReLU/ReLU6 clamps after a layer folded into its quantize step{}",
-        folded.len(),
+        model.folded.len(),
         if args.keep_clamps {
             " (--keep-clamps)"
         } else {
             ""
         }
     );
-    let record = bundle::Record {
-        source_network: source.manifest.network.clone(),
-        source_sha256: source.manifest.sha256.clone(),
-        method: format!("{:?}", args.method).to_lowercase(),
-        percentile: (args.method == Method::Percentile).then_some(args.percentile),
-        bias_correction: args.bias_correction,
-        calibration_images: used,
-        float_layers: plan.float_layers.clone(),
-        int8_layers: plan.layers.len(),
-        folded_clamps: folded,
-        activations: record_activations,
-    };
-    let out = bundle::write(&source, &proto, &args.out, &record)?;
+    let record = search.record(&model, &setting, observed.used, choice);
+    let out = bundle::write(&source, &model.proto, &args.out, &record)?;
     head::copy_sidecar(&source.dir, &out)?;
-    log::info!("wrote {}", out.display());
+    log::info!("wrote {} ({})", out.display(), setting.name());
     if let Some(dir) = &args.eval {
         let int8 = Bundle::open(&out)?;
         print(
-            &eval::compare(&source, &int8, dir, args.output.threads)?,
+            &eval::compare(
+                &source,
+                &int8,
+                std::slice::from_ref(dir),
+                args.output.threads,
+            )?,
             &args.output,
         )?;
     }

@@ -161,6 +161,47 @@ pub fn plan(graph: &GraphProto, keep_float: &HashSet<String>) -> Result<Plan> {
     })
 }
 
+/// The weighted layers at the network's two ends, by name: those that read the
+/// image with no weighted layer before them (the stem), and those after which
+/// no weighted layer comes (a classifier, a detector's heads). Quantization
+/// hurts most there: the first sees the raw pixels' full range, the last writes
+/// what is decoded.
+pub fn end_layers(graph: &GraphProto) -> Vec<String> {
+    let index = Index::new(graph);
+    let data = data_tensors(graph, &index);
+    let weighted = |n: &NodeProto| {
+        WEIGHTED.contains(&n.op_type.as_str())
+            && n.input.get(1).is_some_and(|w| index.is_initializer(w))
+    };
+    // Tensors computed after some weighted layer, in graph (topological) order.
+    let mut after_layer: HashSet<&String> = HashSet::new();
+    let mut ends = Vec::new();
+    for node in &graph.node {
+        let behind = node.input.iter().any(|t| after_layer.contains(t));
+        if weighted(node) && !behind && data.contains(&node.input[0]) {
+            ends.push(layer_name(node));
+        }
+        if behind || weighted(node) {
+            after_layer.extend(&node.output);
+        }
+    }
+    // Tensors from which a weighted layer is reached, from the outputs back.
+    let mut before_layer: HashSet<&String> = HashSet::new();
+    for node in graph.node.iter().rev() {
+        let ahead = node.output.iter().any(|t| before_layer.contains(t));
+        if weighted(node) && !ahead {
+            let name = layer_name(node);
+            if !ends.contains(&name) {
+                ends.push(name);
+            }
+        }
+        if ahead || weighted(node) {
+            before_layer.extend(&node.input);
+        }
+    }
+    ends
+}
+
 /// Tensors that carry image data: computed from a graph input, not from shapes.
 fn data_tensors(graph: &GraphProto, index: &Index) -> HashSet<String> {
     let mut data: HashSet<String> = index.graph_inputs().clone();
@@ -511,6 +552,27 @@ mod tests {
     fn ops(proto: &ModelProto) -> Vec<String> {
         let graph = proto.graph.as_ref().unwrap();
         graph.node.iter().map(|n| n.op_type.clone()).collect()
+    }
+
+    #[test]
+    fn end_layers_are_the_first_and_the_last() {
+        let relu = onnx::node("Relu", "relu", &["c"], &["r"]);
+        let proto = conv_clamp_conv(relu, vec![]);
+        assert_eq!(
+            end_layers(proto.graph.as_ref().unwrap()),
+            ["conv1", "conv2"]
+        );
+        // A middle layer is neither.
+        let proto = model(
+            vec![
+                onnx::node("Conv", "a", &["x", "w"], &["y1"]),
+                onnx::node("Conv", "b", &["y1", "w"], &["y2"]),
+                onnx::node("Relu", "r", &["y2"], &["y3"]),
+                onnx::node("Conv", "c", &["y3", "w"], &["y"]),
+            ],
+            vec![float_tensor("w", &[2, 2, 1, 1], &[0.3, 0.1, -0.7, 0.25])],
+        );
+        assert_eq!(end_layers(proto.graph.as_ref().unwrap()), ["a", "c"]);
     }
 
     #[test]
