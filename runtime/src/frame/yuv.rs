@@ -114,7 +114,7 @@ impl Coefficients {
             l - self.cb_g * cb - self.cr_g * cr,
             l + self.cb_b * cb,
         ]
-        .map(|x| (x.max(0.0).min(255.0) + ROUND) - ROUND)
+        .map(|x| (x.clamp(0.0, 255.0) + ROUND) - ROUND)
     }
 }
 

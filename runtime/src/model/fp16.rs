@@ -131,7 +131,11 @@ mod tests {
             .into_decluttered()
             .unwrap();
         let half = to_f16(&model).unwrap();
-        let casts = half.nodes().iter().filter(|n| n.op_is::<HalfCast>()).count();
+        let casts = half
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<HalfCast>())
+            .count();
         // Into and out of each of the 17 depthwise convolutions, and the input.
         assert!(casts >= 35, "{casts} HalfCast nodes");
         let plan = half.into_optimized().unwrap().into_runnable().unwrap();

@@ -218,7 +218,6 @@ fn half_precision_applies(path: &std::path::Path, proto: &tract_onnx::pb::ModelP
     false
 }
 
-
 /// Says which quantized layers run as integer operators and why others do not.
 fn log_summary(path: &std::path::Path, summary: &int8::Summary) {
     if !summary.is_quantized() {
