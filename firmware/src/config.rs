@@ -6,6 +6,7 @@
 //! and checks what spans sections.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -141,8 +142,10 @@ impl Config {
         self.capture.validate()?;
         self.source.validate()?;
         // top_k, conf and iou are checked against the bundle when it loads.
+        // NaN and infinity passed a `< 0.0` test and then panicked in
+        // `Duration::from_secs_f64` when `run` started (audit, issue 16).
         if let Task::Features { taps_every_s, .. } = &self.task
-            && *taps_every_s < 0.0
+            && !(*taps_every_s >= 0.0 && Duration::try_from_secs_f64(*taps_every_s).is_ok())
         {
             bail!("task.taps_every_s: expected a number of seconds ≥ 0")
         }
@@ -280,6 +283,23 @@ interval_s = 10.0
         );
         let err = error(&MINIMAL.replace("width = 640", "width = 639"));
         assert!(err.contains("even width"), "{err}");
+        for every in ["nan", "inf", "-1.0", "1e300"] {
+            let features = format!("[task]\nkind = \"features\"\ntaps_every_s = {every}\n");
+            let err = error(&format!("{MINIMAL}{features}"));
+            assert!(
+                err.contains("task.taps_every_s: expected"),
+                "{every}: {err}"
+            );
+        }
+        let hold = "[[gpio.rules]]\npin = 17\naction = \"hold\"\nms = 18446744073709551615\n";
+        let err = error(&format!("{MINIMAL}{hold}"));
+        assert!(err.contains("gpio.rules[0].ms: expected at most"), "{err}");
+        let retry = "[capture]\nretry_max_ms = 18446744073709551615\n";
+        let err = error(&format!("{MINIMAL}{retry}"));
+        assert!(
+            err.contains("capture.retry_max_ms: expected at most"),
+            "{err}"
+        );
         let serial = "[serial]\npath = \"/dev/ttyUSB0\"\nstop_bits = 3\n";
         let err = error(&format!("{MINIMAL}{serial}"));
         assert!(err.contains("serial.stop_bits: expected 1 or 2"), "{err}");

@@ -4,20 +4,12 @@
 //! through the device loop of `run`: one JSON report per image on stdout, going
 //! on past a bad image; logs go to stderr.
 
-mod bench;
-mod config;
-mod inspect;
-mod oneshot;
-mod report;
-mod run;
-mod source;
-mod stats;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use edgebone::Task;
+use edgebone_firmware::{bench, inspect, oneshot, run};
 
 #[derive(Parser)]
 #[command(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use edgebone::frame::MAX_SIDE;
 use edgebone::{Bundle, ModelOptions, Pipeline, Task};
 
 use crate::report::Reporter;
@@ -82,8 +83,10 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
         v.trim()
             .parse::<u32>()
             .ok()
-            .filter(|n| *n > 0 && n % 32 == 0)
-            .ok_or_else(|| format!("{v:?} in {text:?} is not a positive multiple of 32"))
+            .filter(|n| *n > 0 && n % 32 == 0 && *n <= MAX_SIDE)
+            .ok_or_else(|| {
+                format!("{v:?} in {text:?} is not a positive multiple of 32 up to {MAX_SIDE}")
+            })
     };
     Ok((parse(w)?, parse(h)?))
 }
@@ -101,5 +104,11 @@ mod tests {
                 .contains("multiple of 32")
         );
         assert!(parse_size("640").unwrap_err().contains("WIDTHxHEIGHT"));
+        // Audit (issue 16): the preprocessor's u32 buffer sizes overflowed.
+        assert!(
+            parse_size("4294967264x32")
+                .unwrap_err()
+                .contains("up to 8192")
+        );
     }
 }

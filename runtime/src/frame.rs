@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub use geometry::Geometry;
 pub(crate) use raw::Pixels;
-pub use raw::{FrameRef, PixelFormat, RawLayout};
+pub use raw::{FrameRef, MAX_SIDE, PixelFormat, RawLayout};
 pub use yuv::{Colour, Matrix, Range};
 
 use crate::error::{Error, Result};
@@ -56,7 +56,14 @@ impl RgbFrame {
         if format == image::ImageFormat::Jpeg {
             return Self::decode_jpeg(bytes);
         }
-        let decoded = image::load_from_memory_with_format(bytes, format)
+        // Frames past MAX_SIDE are refused before their pixels are allocated.
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+        reader.limits(limits);
+        let decoded = reader
+            .decode()
             .map_err(|e| format!("{format:?} decoding failed: {e}"))?;
         let rgb = decoded.into_rgb8();
         let (width, height) = rgb.dimensions();
@@ -77,6 +84,8 @@ impl RgbFrame {
         use zune_core::options::DecoderOptions;
         let options = DecoderOptions::default()
             .set_strict_mode(true)
+            .set_max_width(MAX_SIDE as usize)
+            .set_max_height(MAX_SIDE as usize)
             .jpeg_set_out_colorspace(ColorSpace::RGB);
         let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         let data = decoder
@@ -97,6 +106,20 @@ mod tests {
     fn rejects_a_buffer_of_the_wrong_size() {
         let err = RgbFrame::new(4, 2, vec![0; 23]).unwrap_err().to_string();
         assert!(err.contains("expected 24 bytes, got 23"), "{err}");
+    }
+
+    /// Audit (issue 16): a small file can declare a huge image; past
+    /// [`MAX_SIDE`] it is refused before its pixels are allocated.
+    #[test]
+    fn images_wider_than_the_largest_frame_are_refused() {
+        let wide = image::RgbImage::new(MAX_SIDE + 1, 1);
+        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
+            let mut bytes = Vec::new();
+            wide.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+                .unwrap();
+            let err = RgbFrame::decode(&bytes).unwrap_err();
+            assert!(err.contains("decoding failed"), "{format:?}: {err}");
+        }
     }
 
     #[test]

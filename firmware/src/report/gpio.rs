@@ -13,6 +13,9 @@ use anyhow::{Context, Result, bail};
 use embedded_hal::digital::{ErrorType, OutputPin, PinState};
 use serde::{Deserialize, Serialize};
 
+/// The longest hold or pulse: a day.
+const MAX_RULE_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The `[gpio]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +49,11 @@ impl GpioConfig {
             }
             if rule.ms == 0 {
                 bail!("gpio.rules[{i}].ms: expected a positive number of milliseconds");
+            }
+            // `now + ms` must stay a time the clock can hold (audit, issue 16:
+            // u64::MAX ms overflowed `Instant` and panicked on the first match).
+            if rule.ms > MAX_RULE_MS {
+                bail!("gpio.rules[{i}].ms: expected at most {MAX_RULE_MS} (a day)");
             }
             if self.driver == GpioDriver::Rppal && rule.pin > PI_HEADER_LAST_GPIO {
                 bail!(

@@ -106,6 +106,80 @@ pub fn binary(seq: u32, report: &Report) -> Vec<u8> {
     frame
 }
 
+/// Why a receiver refuses a line or frame: one line naming what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+fn refused<T>(message: impl Into<String>) -> Result<T, WireError> {
+    Err(WireError(message.into()))
+}
+
+/// The receiver's side of [`ndjson`]: one line (its `\n` optional) whose `crc`
+/// field, last, matches the bytes before it, and whose `seq` is a u32. Gives
+/// `seq` and the whole object; a receiver reads what it needs from it.
+pub fn decode_ndjson(line: &[u8]) -> Result<(u32, serde_json::Value), WireError> {
+    const CRC_KEY: &[u8] = b",\"crc\":\"";
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let Some(cut) = line.windows(CRC_KEY.len()).rposition(|w| w == CRC_KEY) else {
+        return refused("no \"crc\" field");
+    };
+    // `,"crc":"` then 8 hex digits, `"` and the closing brace.
+    let tail = &line[cut + CRC_KEY.len()..];
+    let Some(hex) = tail.strip_suffix(b"\"}") else {
+        return refused("\"crc\" is not the last field");
+    };
+    let sent = std::str::from_utf8(hex)
+        .ok()
+        .filter(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    let Some(sent) = sent else {
+        return refused("\"crc\" is not 8 hex digits");
+    };
+    let actual = CRC32.checksum(&line[..cut]);
+    if actual != sent {
+        return refused(format!(
+            "CRC mismatch: line says {sent:08x}, bytes give {actual:08x}"
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| WireError(format!("not JSON: {e}")))?;
+    let seq = value
+        .get("seq")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|s| u32::try_from(s).ok());
+    match seq {
+        Some(seq) => Ok((seq, value)),
+        None => refused("no \"seq\" of 0 to 2^32 - 1"),
+    }
+}
+
+/// The receiver's side of [`binary`]: one COBS frame (its 0x00 delimiter
+/// optional), then the CRC-32 of the postcard bytes, then the report.
+pub fn decode_binary(frame: &[u8]) -> Result<WireReport, WireError> {
+    let frame = frame.strip_suffix(&[0]).unwrap_or(frame);
+    let payload = cobs::decode_vec(frame).map_err(|e| WireError(format!("COBS: {e}")))?;
+    let Some(split) = payload.len().checked_sub(4) else {
+        return refused(format!("{} bytes, shorter than a CRC", payload.len()));
+    };
+    let (body, crc) = payload.split_at(split);
+    let sent = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = CRC32.checksum(body);
+    if actual != sent {
+        return refused(format!(
+            "CRC mismatch: frame says {sent:08x}, bytes give {actual:08x}"
+        ));
+    }
+    postcard::from_bytes(body).map_err(|e| WireError(format!("postcard: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,15 +206,25 @@ mod tests {
         let frame = binary(3, &report());
         assert_eq!(frame.last(), Some(&0));
         assert!(!frame[..frame.len() - 1].contains(&0));
-        let payload = cobs::decode_vec(&frame[..frame.len() - 1]).unwrap();
-        let (body, crc) = payload.split_at(payload.len() - 4);
-        assert_eq!(CRC32.checksum(body).to_le_bytes(), crc);
-        let wire: WireReport = postcard::from_bytes(body).unwrap();
+        let wire = decode_binary(&frame).unwrap();
         assert_eq!((wire.seq, wire.frame, wire.latency_us), (3, 7, 21_250));
         assert_eq!(wire.results, WireResults::Top(vec![(15, 0.75)]));
-        let mut bad = body.to_vec();
-        bad[2] ^= 0x10;
-        assert_ne!(CRC32.checksum(&bad).to_le_bytes(), crc);
+        let mut payload = cobs::decode_vec(&frame[..frame.len() - 1]).unwrap();
+        payload[2] ^= 0x10;
+        let err = decode_binary(&cobs::encode_vec(&payload)).unwrap_err();
+        assert!(err.0.starts_with("CRC mismatch"), "{err}");
+    }
+
+    #[test]
+    fn broken_binary_frames_are_refused_by_name() {
+        let refusal = |frame: &[u8]| decode_binary(frame).unwrap_err().0;
+        assert!(refusal(&[]).starts_with("COBS"));
+        assert!(refusal(&[3, 1, 0, 0]).starts_with("COBS"));
+        assert!(refusal(&[3, 1, 2]).contains("shorter than a CRC"));
+        // A CRC that matches bytes postcard cannot read.
+        let mut payload = vec![0xff; 3];
+        payload.extend_from_slice(&CRC32.checksum(&payload).to_le_bytes());
+        assert!(refusal(&cobs::encode_vec(&payload)).starts_with("postcard"));
     }
 
     #[test]
@@ -148,11 +232,26 @@ mod tests {
         let line = ndjson(9, &report());
         let text = std::str::from_utf8(&line).unwrap();
         assert!(text.starts_with("{\"seq\":9,\"frame\":7,") && text.ends_with("\"}\n"));
-        let value: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert_eq!(value["top"][0]["label"], "robin");
+        let (seq, value) = decode_ndjson(&line).unwrap();
+        assert_eq!((seq, &value["top"][0]["label"]), (9, &"robin".into()));
         let cut = text.rfind(",\"crc\":").unwrap();
         let crc = format!("{:08x}", CRC32.checksum(&line[..cut]));
         assert_eq!(value["crc"], crc.as_str());
+    }
+
+    #[test]
+    fn broken_ndjson_lines_are_refused_by_name() {
+        let line = String::from_utf8(ndjson(9, &report())).unwrap();
+        let refusal = |line: &str| decode_ndjson(line.as_bytes()).unwrap_err().0;
+        assert!(refusal(&line.replace("robin", "robiN")).starts_with("CRC mismatch"));
+        assert!(refusal("{\"seq\":1}").contains("no \"crc\""));
+        assert!(refusal(&line.replace("\"}\n", "\" }")).contains("not the last"));
+        assert!(refusal(",\"crc\":\"xyz\"}").contains("8 hex digits"));
+        // Bytes that match their CRC but are not one JSON object with a seq.
+        for (body, says) in [("{", "not JSON"), ("{\"seq\":-1", "no \"seq\"")] {
+            let crc = CRC32.checksum(body.as_bytes());
+            assert!(refusal(&format!("{body},\"crc\":\"{crc:08x}\"}}")).contains(says));
+        }
     }
 
     /// The lines as they were before reports gained `image` and feature

@@ -17,7 +17,7 @@ use edgebone::frame::{Colour, RawLayout};
 use serde::{Deserialize, Serialize};
 
 pub use folder::FolderConfig;
-pub use pipe::PipeConfig;
+pub use pipe::{PipeConfig, StreamReader};
 pub use v4l::V4lConfig;
 pub use video::VideoConfig;
 
@@ -63,6 +63,9 @@ fn check_fps(fps: u32) -> Result<()> {
     Ok(())
 }
 
+/// The longest wait between attempts to reopen a source: an hour.
+const MAX_RETRY_MS: u64 = 60 * 60 * 1000;
+
 /// The `[capture]` section: how frames are taken from the source.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,6 +96,11 @@ impl CaptureConfig {
     pub fn validate(&self) -> Result<()> {
         if self.retry_initial_ms == 0 || self.retry_max_ms < self.retry_initial_ms {
             bail!("capture.retry_initial_ms / retry_max_ms: expected 0 < initial ≤ max");
+        }
+        // The back-off adds its wait to `Instant::now()`: u64::MAX ms
+        // overflowed it and panicked at the first retry (audit, issue 16).
+        if self.retry_max_ms > MAX_RETRY_MS {
+            bail!("capture.retry_max_ms: expected at most {MAX_RETRY_MS} (an hour)");
         }
         Ok(())
     }

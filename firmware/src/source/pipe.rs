@@ -88,6 +88,10 @@ impl FrameSource for Pipe {
     }
 }
 
+/// The largest MJPEG image taken, 16 MiB: 8192×8192 RGB ([`edgebone::frame::MAX_SIDE`])
+/// uncompressed is 192 MiB, and a camera's JPEG is a small fraction of that.
+const MAX_JPEG_BYTES: usize = 16 << 20;
+
 /// Cuts a byte stream into frames: fixed-size raw frames, or JPEG images for MJPEG.
 pub struct StreamReader<R> {
     input: R,
@@ -109,6 +113,9 @@ impl<R: Read> StreamReader<R> {
         }
     }
 
+    // Named as `FrameSource::next`; not an `Iterator`, whose items could not
+    // tell a truncated frame from the end of the stream.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Pixels>, ReadError> {
         if self.ended {
             return Ok(None);
@@ -153,6 +160,14 @@ impl<R: Read> StreamReader<R> {
                     return Err(ReadError::Bad(
                         "the MJPEG stream does not start with a JPEG image (FF D8)".into(),
                     ));
+                }
+                // Garbage after a start marker would otherwise be read
+                // forever into memory, waiting for an end (audit, issue 16).
+                JpegScan::Incomplete if self.pending.len() > MAX_JPEG_BYTES => {
+                    self.ended = true;
+                    return Err(ReadError::Bad(format!(
+                        "an MJPEG image ran past {MAX_JPEG_BYTES} bytes without its end (FF D9)"
+                    )));
                 }
                 JpegScan::Incomplete => {}
             }
@@ -291,6 +306,21 @@ mod tests {
         assert_eq!(reader.next().ok().flatten().unwrap().bytes, a);
         assert_eq!(reader.next().ok().flatten().unwrap().bytes, b);
         assert!(matches!(reader.next(), Err(ReadError::Truncated { .. })));
+        assert!(matches!(reader.next(), Ok(None)));
+    }
+
+    /// Audit (issue 16): a start marker then garbage was read into memory
+    /// until the process ran out of it.
+    #[test]
+    fn an_mjpeg_image_without_an_end_is_cut_off() {
+        use std::io::Read;
+        let stream = [0xFF, 0xD8, 0xFF, 0xDA, 0, 2].chain(std::io::repeat(0));
+        let layout = RawLayout::new(PixelFormat::Mjpeg, 1, 1, None).unwrap();
+        let mut reader = StreamReader::new(stream, layout, Colour::default());
+        let Err(ReadError::Bad(why)) = reader.next() else {
+            panic!("an endless image was not refused");
+        };
+        assert!(why.contains("without its end"), "{why}");
         assert!(matches!(reader.next(), Ok(None)));
     }
 

@@ -45,6 +45,15 @@ impl PixelFormat {
     }
 }
 
+/// The largest frame side edgebone takes, from a camera or a file (8K video is
+/// 7680 wide). Past it a frame is refused: frame sizes, strides and the
+/// preprocessor's buffers then fit in 32 bits, and a typo in a config cannot
+/// ask for a buffer of gigabytes per frame.
+pub const MAX_SIDE: u32 = 8192;
+
+/// The largest row stride: RGB24 rows at [`MAX_SIDE`] with generous padding.
+const MAX_STRIDE: u32 = 4 * MAX_SIDE;
+
 /// The shape of one raw frame: format, size and the byte stride of its first plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawLayout {
@@ -65,6 +74,9 @@ impl RawLayout {
         if width == 0 || height == 0 {
             return Err(bad("width and height must be positive".into()));
         }
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(bad(format!("width and height must be at most {MAX_SIDE}")));
+        }
         if let Some((across, down)) = format.chroma_subsampling() {
             if !width.is_multiple_of(across) {
                 return Err(bad("chroma subsampling needs an even width".into()));
@@ -79,6 +91,11 @@ impl RawLayout {
         if stride < tight || (format == PixelFormat::I420 && stride % 2 == 1) {
             return Err(bad(format!(
                 "row stride {stride} is too small or odd, expected at least {tight}"
+            )));
+        }
+        if stride > MAX_STRIDE {
+            return Err(bad(format!(
+                "row stride {stride} is more than {MAX_STRIDE} bytes"
             )));
         }
         Ok(RawLayout {
@@ -431,6 +448,24 @@ mod tests {
         assert!(RawLayout::new(PixelFormat::Yuyv, 4, 3, None).is_ok());
         let err = RawLayout::new(PixelFormat::Rgb24, 4, 2, Some(10)).unwrap_err();
         assert!(err.to_string().contains("expected at least 12"), "{err}");
+    }
+
+    /// Audit (issue 16): `width * 3` overflowed u32 for an RGB24 width past
+    /// 1.4 billion from a config, and a 65536×65536 I420 frame asked for 6 GB.
+    #[test]
+    fn oversized_frames_and_strides_are_refused() {
+        for (w, h, stride) in [
+            (1_500_000_000, 2, None),
+            (65536, 65536, None),
+            (8194, 2, None),
+        ] {
+            let err = RawLayout::new(PixelFormat::Rgb24, w, h, stride).unwrap_err();
+            assert!(err.to_string().contains("at most 8192"), "{err}");
+        }
+        let err = RawLayout::new(PixelFormat::I420, 64, 64, Some(u32::MAX - 1)).unwrap_err();
+        assert!(err.to_string().contains("more than 32768 bytes"), "{err}");
+        let biggest = RawLayout::new(PixelFormat::Rgb24, 8192, 8192, Some(32768)).unwrap();
+        assert_eq!(biggest.frame_len(), Some(32768 * 8192));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::frame::MAX_SIDE;
+
 /// What a bundle's `manifest.toml` says about its network.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,8 +148,17 @@ impl Manifest {
         if input.width == 0 || input.height == 0 {
             return Err("input.width and input.height must be positive".into());
         }
+        if input.width > MAX_SIDE || input.height > MAX_SIDE {
+            return Err(format!(
+                "input.width and input.height must be at most {MAX_SIDE}"
+            ));
+        }
         if input.std.contains(&0.0) {
             return Err("input.std must not contain 0".into());
+        }
+        let numbers = [input.scale].into_iter().chain(input.mean).chain(input.std);
+        if numbers.into_iter().any(|v| !v.is_finite()) {
+            return Err("input.scale, mean and std must be finite numbers".into());
         }
         if input.fit == Fit::CenterCrop && input.resize_shorter.is_none() {
             return Err("input.fit = \"center-crop\" needs input.resize_shorter".into());
@@ -217,6 +228,21 @@ decoding = "classifier"
             err.contains("centre-crop") && err.contains("center-crop"),
             "{err}"
         );
+    }
+
+    /// Audit (issue 16): a 100000-pixel side made the preprocessor's u32 buffer
+    /// sizes overflow; a NaN scale ran and gave garbage.
+    #[test]
+    fn sizes_and_numbers_out_of_range_are_refused() {
+        let big = GOOD.replace("width = 224", "width = 100000");
+        assert!(Manifest::parse(&big).unwrap_err().contains("at most 8192"));
+        for (from, to) in [
+            ("scale = 0.00392156862745098", "scale = nan"),
+            ("[output]", "std = [1, inf, 1]\n[output]"),
+        ] {
+            let err = Manifest::parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(err.contains("must be finite"), "{err}");
+        }
     }
 
     #[test]

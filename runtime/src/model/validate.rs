@@ -36,7 +36,39 @@ pub fn graph(graph: &GraphProto) -> Result<(), String> {
         });
         checked.map_err(|what| format!("node {}: {what}", name(node, i)))?;
     }
-    Ok(())
+    outputs_exist(graph)
+}
+
+/// Every graph output is a tensor the graph has: tract looks each one up by
+/// name and panicked on one it did not know (found by the `onnx_bytes` fuzz
+/// target). Known are what tract's parser knows: the graph's inputs and
+/// initializers, and every named node input and output.
+fn outputs_exist(graph: &GraphProto) -> Result<(), String> {
+    let known: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+        .chain(
+            graph
+                .node
+                .iter()
+                .flat_map(|n| n.input.iter().chain(&n.output))
+                .map(String::as_str),
+        )
+        .filter(|n| !n.is_empty())
+        .collect();
+    match graph
+        .output
+        .iter()
+        .find(|o| !known.contains(o.name.as_str()))
+    {
+        Some(o) => Err(format!(
+            "graph output {:?} is not made by any node, initializer or input",
+            o.name
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A node's name, or its position and type when the file leaves it unnamed.
@@ -368,4 +400,58 @@ pub fn convolutions_fit(graph: &GraphProto, model: &InferenceModel) -> TractResu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::pb::ValueInfoProto;
+
+    use super::*;
+    use crate::model::{Bundle, Model, ModelOptions, Outputs};
+    use crate::onnx::node;
+
+    #[test]
+    fn an_output_nothing_makes_is_refused() {
+        let mut g = GraphProto {
+            node: vec![node("Relu", "r", &["x"], &["y"])],
+            output: vec![ValueInfoProto {
+                name: "z".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = graph(&g).unwrap_err();
+        assert!(err.contains("graph output \"z\" is not made"), "{err}");
+        // A tensor only read, never made, is a source to tract: known.
+        for known in ["y", "x"] {
+            g.output[0].name = known.into();
+            assert_eq!(graph(&g), Ok(()));
+        }
+    }
+
+    /// The network the `onnx_bytes` fuzz target found (a cut MobileNetV2 with
+    /// its bytes shuffled): tract-onnx panicked on its graph output.
+    #[test]
+    fn the_fuzzed_network_is_refused_at_load() {
+        let bytes = include_bytes!(
+            "../../../fuzz/crashes/onnx_bytes/crash-7e538a7e1c3f4c9169ab3819d273618de2baf403"
+        );
+        let dir = std::env::temp_dir().join(format!("edgebone-fuzz-crash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let network = dir.join("n.onnx");
+        std::fs::write(&network, bytes).unwrap();
+        let sha = crate::model::sha256_hex(&network).unwrap();
+        let manifest = format!(
+            "name = \"n\"\nnetwork = \"n.onnx\"\nsha256 = \"{sha}\"\n[input]\nwidth = 32\n\
+             height = 32\nscale = 1.0\nfit = \"stretch\"\n[output]\ndecoding = \"classifier\"\n"
+        );
+        std::fs::write(dir.join("manifest.toml"), manifest).unwrap();
+        let bundle = Bundle::open(&dir).unwrap();
+        let loaded = Model::load(&bundle, &ModelOptions::default(), Outputs::Head);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let Err(err) = loaded else {
+            panic!("the network loaded");
+        };
+        assert!(err.to_string().contains("is not made by any node"), "{err}");
+    }
 }
