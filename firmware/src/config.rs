@@ -228,6 +228,7 @@ mod tests {
         let expected = r#"[model]
 bundle = "models/mobilenet_v2"
 threads = 1
+fp16 = false
 
 [task]
 kind = "classify"
