@@ -10,7 +10,9 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use tract_onnx::prelude::{IntoTValue, TValue, Tensor};
 
 use crate::error::{Error, Result};
-use crate::frame::yuv::{Chroma, Colour, Normalization, YuvPlanes, yuv444_to_tensor_row};
+use crate::frame::yuv::{
+    Chroma, Coefficients, Colour, Normalization, YuvPlanes, yuv444_to_tensor_row,
+};
 use crate::frame::{FrameRef, Geometry, Pixels};
 use crate::model::manifest::{ChannelOrder, Fit, InputSpec, Interpolation};
 
@@ -292,21 +294,21 @@ impl Preprocessor {
                 }
             }
         }
+        // Both channel orders are their own inverse: plane `rgb_plane[k]` is channel k.
         let [p0, p1, p2] = planes;
-        let mut by_rgb: [Option<&mut [f32]>; 3] = [Some(p0), Some(p1), Some(p2)];
-        let [r, g, b] = rgb_plane.map(|p| by_rgb[p].take().expect("a permutation"));
-        let rows = |plane| region_rows(plane, w, (left, top, rw, rh));
-        let chroma_rows: Box<dyn Iterator<Item = Chroma>> = match chroma {
-            Chroma::Planar(u, v) => Box::new(
-                u.chunks_exact(rw)
-                    .zip(v.chunks_exact(rw))
-                    .map(|(u, v)| Chroma::Planar(u, v)),
-            ),
-            Chroma::Interleaved(uv) => Box::new(uv.chunks_exact(2 * rw).map(Chroma::Interleaved)),
+        let [r, g, b] = match self.spec.channels {
+            ChannelOrder::Rgb => [p0, p1, p2],
+            ChannelOrder::Bgr => [p2, p1, p0],
         };
+        let rows = |plane| region_rows(plane, w, (left, top, rw, rh));
         let targets = rows(r).zip(rows(g)).zip(rows(b));
-        for ((luma, chroma), ((r, g), b)) in luma.chunks_exact(rw).zip(chroma_rows).zip(targets) {
-            yuv444_to_tensor_row(luma, &chroma, colour, &norm, [r, g, b]);
+        let k = Coefficients::of(colour);
+        for (y, (luma, ((r, g), b))) in luma.chunks_exact(rw).zip(targets).enumerate() {
+            let chroma = match chroma {
+                Chroma::Planar(u, v) => Chroma::Planar(&u[y * rw..][..rw], &v[y * rw..][..rw]),
+                Chroma::Interleaved(uv) => Chroma::Interleaved(&uv[2 * y * rw..][..2 * rw]),
+            };
+            yuv444_to_tensor_row(luma, &chroma, &k, &norm, [r, g, b]);
         }
     }
 

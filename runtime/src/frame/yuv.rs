@@ -70,7 +70,7 @@ const ROUND: f32 = 12_582_912.0;
 /// target the same pixels; the loops over it are written so the compiler
 /// vectorizes them.
 #[derive(Debug, Clone, Copy)]
-struct Coefficients {
+pub(crate) struct Coefficients {
     black: f32,
     luma_scale: f32,
     chroma_scale: f32,
@@ -81,7 +81,7 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    fn of(colour: Colour) -> Coefficients {
+    pub(crate) fn of(colour: Colour) -> Coefficients {
         let (kr, kb) = match colour.matrix {
             Matrix::Bt601 => (0.299f32, 0.114f32),
             Matrix::Bt709 => (0.2126, 0.0722),
@@ -158,11 +158,10 @@ pub(crate) fn yuv444_to_rgb(luma: &[u8], chroma: &Chroma, colour: Colour, rgb: &
 pub(crate) fn yuv444_to_tensor_row(
     luma: &[u8],
     chroma: &Chroma,
-    colour: Colour,
+    k: &Coefficients,
     norm: &Normalization,
     out: [&mut [f32]; 3],
 ) {
-    let k = Coefficients::of(colour);
     let n = luma.len();
     let [r, g, b] = out;
     let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);

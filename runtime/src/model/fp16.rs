@@ -73,21 +73,23 @@ impl EvalOp for HalfCast {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = &inputs[0];
-        let shape = input.shape();
-        let view = input.try_as_plain_ram()?;
-        let out = if self.to == f16::datum_type() {
-            let from = view.as_slice::<f32>()?;
-            let mut out = vec![f16::ZERO; from.len()];
-            out.convert_from_f32_slice(from);
-            Tensor::from_shape(shape, &out)?
-        } else {
-            let from = view.as_slice::<f16>()?;
-            let mut out = vec![0f32; from.len()];
-            from.convert_to_f32_slice(&mut out);
-            Tensor::from_shape(shape, &out)?
-        };
-        Ok(tvec!(out.into_tvalue()))
+        Ok(tvec!(convert(&inputs[0], self.to)?.into_tvalue()))
+    }
+}
+
+/// `tensor` (f32 or f16) as `to`, whole slices at a time (see [`HalfCast`]).
+pub fn convert(tensor: &Tensor, to: DatumType) -> TractResult<Tensor> {
+    let view = tensor.try_as_plain_ram()?;
+    if to == f16::datum_type() {
+        let from = view.as_slice::<f32>()?;
+        let mut out = vec![f16::ZERO; from.len()];
+        out.convert_from_f32_slice(from);
+        Tensor::from_shape(tensor.shape(), &out)
+    } else {
+        let from = view.as_slice::<f16>()?;
+        let mut out = vec![0f32; from.len()];
+        from.convert_to_f32_slice(&mut out);
+        Tensor::from_shape(tensor.shape(), &out)
     }
 }
 
@@ -142,7 +144,7 @@ mod tests {
         for i in [0, 2] {
             let input = read_f32(&format!("mobilenet_v2.input{i}.f32"));
             let input = Tensor::from_shape(&[1, 3, 224, 224], &input).unwrap();
-            let input = input.cast_to::<f16>().unwrap().into_owned();
+            let input = convert(&input, f16::datum_type()).unwrap();
             let out = plan.run(tvec!(input.into_tvalue())).unwrap();
             let logits = out[0].try_as_plain_ram().unwrap();
             let logits = logits.as_slice::<f32>().unwrap();

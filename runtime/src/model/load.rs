@@ -124,10 +124,9 @@ impl Model {
             )));
         }
         let input = if self.half_input {
-            let half = input
-                .cast_to::<f16>()
+            let half = fp16::convert(&input, f16::datum_type())
                 .map_err(|e| Error::Inference(format!("{}: {e}", self.path.display())))?;
-            half.into_owned().into_tvalue()
+            half.into_tvalue()
         } else {
             input
         };
