@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod config;
 pub mod inspect;
+pub mod memory;
 pub mod oneshot;
 pub mod report;
 pub mod run;

@@ -16,6 +16,7 @@ use edgebone::frame::FrameRef;
 use edgebone::{Bundle, ModelOptions, Pipeline};
 
 use crate::config::{Config, Task};
+use crate::memory;
 use crate::report::taps::TapWriter;
 use crate::report::{Report, Reporter};
 use crate::source::{self, Frame, Input, Slot, SourceConfig, Taken};
@@ -183,7 +184,9 @@ impl Device {
             {
                 reload.apply();
             }
-            stats.maybe_log(&slot.counters);
+            if stats.maybe_log(&slot.counters) {
+                memory::release_free();
+            }
             let frame = match slot.take(Duration::from_millis(100)) {
                 Taken::Frame(frame) => frame,
                 Taken::Timeout => continue,

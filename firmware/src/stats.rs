@@ -123,10 +123,11 @@ impl Stats {
         self.total.saturating_record(us);
     }
 
-    pub fn maybe_log(&mut self, counters: &Counters) {
+    /// Logs the window's stats when it is over; says whether it did.
+    pub fn maybe_log(&mut self, counters: &Counters) -> bool {
         let elapsed = self.window_start.elapsed();
         if elapsed < self.every {
-            return;
+            return false;
         }
         let p = percentiles(&self.window);
         let serial = match &self.serial {
@@ -147,6 +148,7 @@ impl Stats {
         );
         self.window.reset();
         self.window_start = Instant::now();
+        true
     }
 
     pub fn summary(&self, counters: &Counters) {
