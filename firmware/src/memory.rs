@@ -36,15 +36,53 @@ pub fn release_free() {
     }
 }
 
+/// Resident memory of this process, in kB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resident {
+    /// All resident pages (`VmRSS`): the binary's mapped pages and the rest.
+    pub rss_kb: u64,
+    /// The anonymous part (`RssAnon`): heap, stacks, mappings of no file.
+    pub anon_kb: u64,
+}
+
+/// Read from `/proc/self/status`; `None` where there is none.
+pub fn resident() -> Option<Resident> {
+    parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn parse_status(status: &str) -> Option<Resident> {
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    Some(Resident {
+        rss_kb: field("VmRSS:")?,
+        anon_kb: field("RssAnon:")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn rss_anon_kb() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        resident().expect("/proc/self/status").anon_kb
+    }
+
+    #[test]
+    fn status_gives_rss_and_its_anonymous_part() {
+        let status =
+            "Name:\tedgebone\nVmRSS:\t   44112 kB\nRssAnon:\t   26628 kB\nRssFile:\t   17484 kB\n";
+        let resident = parse_status(status);
+        assert_eq!(
+            resident,
+            Some(Resident {
+                rss_kb: 44112,
+                anon_kb: 26628
+            })
+        );
+        assert_eq!(parse_status("VmRSS:\t12 kB\n"), None);
     }
 
     /// A freed block below the mmap threshold, held in place by a live block above
@@ -53,13 +91,23 @@ mod tests {
     #[test]
     fn a_freed_block_in_the_middle_of_the_heap_leaves_resident_memory() {
         const MB: usize = 1 << 20;
-        // Raise the threshold as a first frame does: free one large mapped block
-        // (under glibc's 32 MB cap, above which it does not raise it).
-        drop(std::hint::black_box(vec![1u8; 24 * MB]));
+        // Blocks this size from the heap, as after a first frame, whatever the
+        // other tests of this binary did to glibc's moving threshold.
+        // SAFETY: mallopt only sets a malloc parameter.
+        assert_eq!(
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * MB as i32) },
+            1
+        );
+        let start = rss_anon_kb();
         let hole = std::hint::black_box(vec![1u8; 16 * MB]);
-        let fence = std::hint::black_box(vec![1u8; 4096]);
+        // Too large for any free space below the hole: it comes after it.
+        let fence = std::hint::black_box(vec![1u8; 2 * MB]);
         drop(hole);
         let before = rss_anon_kb();
+        assert!(
+            before >= start + 8 * 1024,
+            "RssAnon {start} kB, then {before} kB with the hole freed: it should still be resident"
+        );
         release_free();
         let after = rss_anon_kb();
         drop(fence);

@@ -184,8 +184,11 @@ impl Device {
             {
                 reload.apply();
             }
-            if stats.maybe_log(&slot.counters) {
+            if stats.due() {
+                // Between frames: what is resident after the trim is what the
+                // program holds, comparable from one stats line to the next.
                 memory::release_free();
+                stats.log(&slot.counters, memory::resident());
             }
             let frame = match slot.take(Duration::from_millis(100)) {
                 Taken::Frame(frame) => frame,

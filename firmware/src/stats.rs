@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::memory::Resident;
 use crate::report::serial::SerialCounters;
 use crate::source::Counters;
 
@@ -123,12 +124,15 @@ impl Stats {
         self.total.saturating_record(us);
     }
 
-    /// Logs the window's stats when it is over; says whether it did.
-    pub fn maybe_log(&mut self, counters: &Counters) -> bool {
+    /// Whether the window is over and its stats line is due.
+    pub fn due(&self) -> bool {
+        self.window_start.elapsed() >= self.every
+    }
+
+    /// Logs the window's stats (and the memory in use, when known) and starts
+    /// the next window.
+    pub fn log(&mut self, counters: &Counters, memory: Option<Resident>) {
         let elapsed = self.window_start.elapsed();
-        if elapsed < self.every {
-            return false;
-        }
         let p = percentiles(&self.window);
         let serial = match &self.serial {
             Some(serial) => format!(
@@ -137,8 +141,12 @@ impl Stats {
             ),
             None => String::new(),
         };
+        let memory = match memory {
+            Some(m) => format!(", memory {} kB (anon {} kB)", m.rss_kb, m.anon_kb),
+            None => String::new(),
+        };
         log::info!(
-            "stats: {:.1} fps, latency p50 {:.1} p90 {:.1} p99 {:.1} ms, dropped {}, truncated {}{serial}",
+            "stats: {:.1} fps, latency p50 {:.1} p90 {:.1} p99 {:.1} ms, dropped {}, truncated {}{serial}{memory}",
             self.window.len() as f64 / elapsed.as_secs_f64(),
             p.p50,
             p.p90,
@@ -148,7 +156,6 @@ impl Stats {
         );
         self.window.reset();
         self.window_start = Instant::now();
-        true
     }
 
     pub fn summary(&self, counters: &Counters) {
