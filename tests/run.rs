@@ -293,7 +293,22 @@ fn sigterm_while_streaming_exits_cleanly_and_reports_every_processed_frame() {
     assert!(frames.windows(2).all(|w| w[0] < w[1]), "{frames:?}");
     let summary = summary(&stderr);
     assert_eq!(summary["processed"], frames.len(), "{summary}\n{frames:?}");
-    assert!(stderr.contains("stats: "), "{stderr}");
+    let stats = stderr
+        .lines()
+        .find(|l| l.contains("stats: "))
+        .expect(&stderr);
+    // The memory resident between frames, as `memory N kB (anon M kB)`.
+    let memory: Vec<u64> = stats
+        .split_once(", memory ")
+        .unwrap_or_else(|| panic!("no memory in {stats}"))
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        matches!(memory[..], [rss, anon] if rss > anon && anon > 1000),
+        "{stats}"
+    );
 }
 
 /// 30 fps in, MobileNetV2 on this machine: the loop keeps up or drops frames;
