@@ -104,6 +104,20 @@ fn arity(node: &NodeProto) -> Result<(), String> {
             node.op_type, node.input
         ));
     }
+    // tract-onnx gives these an optional input by the count of names but wires
+    // only the non-empty ones, so an omitted input written as "" leaves the
+    // operator reading an input that is not there: a panic in tract's shape
+    // analysis (found by the `bundle` fuzz target, a Conv's bias rewired to "").
+    let counted_by_name = matches!(node.op_type.as_str(), "Conv" | QUANTIZE | DEQUANTIZE);
+    if let Some(i) = node.input.iter().position(String::is_empty)
+        && counted_by_name
+    {
+        return Err(format!(
+            "{} input {i} is \"\" (an omitted optional input): expected a tensor name, \
+             or the input left out of the list",
+            node.op_type
+        ));
+    }
     if node.output.is_empty() || node.output[0].is_empty() {
         return Err(format!("{} has no output", node.op_type));
     }
@@ -427,6 +441,28 @@ mod tests {
             g.output[0].name = known.into();
             assert_eq!(graph(&g), Ok(()));
         }
+    }
+
+    #[test]
+    fn an_optional_input_named_empty_is_refused_where_tract_counts_names() {
+        for (op, inputs) in [
+            ("Conv", &["x", "w", ""][..]),
+            (QUANTIZE, &["x", "s", ""]),
+            (DEQUANTIZE, &["x", "s", ""]),
+        ] {
+            let g = GraphProto {
+                node: vec![node(op, "n", inputs, &["y"])],
+                ..Default::default()
+            };
+            let err = graph(&g).unwrap_err();
+            assert!(err.contains("input 2 is \"\""), "{op}: {err}");
+        }
+        // Clip reads its optional inputs by position, with "" as absent.
+        let g = GraphProto {
+            node: vec![node("Clip", "c", &["x", "", "max"], &["y"])],
+            ..Default::default()
+        };
+        assert_eq!(graph(&g), Ok(()));
     }
 
     /// The network the `onnx_bytes` fuzz target found (a cut MobileNetV2 with

@@ -63,7 +63,11 @@ impl QParams {
                 *LEVELS.start()
             };
         }
-        let level = (real / f64::from(self.scale)).round_ties_even() as i64 + self.zero() as i64;
+        // Saturating: a tiny scale (a valid, positive one) sends `real / scale` to
+        // i64's end, where adding the zero point overflowed (found by the `bundle`
+        // fuzz target, in the SiLU table of a mutated YOLOv5n).
+        let level = ((real / f64::from(self.scale)).round_ties_even() as i64)
+            .saturating_add(self.zero() as i64);
         level.clamp(*LEVELS.start() as i64, *LEVELS.end() as i64) as i32
     }
 
@@ -204,6 +208,17 @@ mod tests {
         assert_eq!(q.quantize(-1000.0), -128);
         assert_eq!(q.quantize(f64::INFINITY), 127);
         assert_eq!(q.quantize(f64::NEG_INFINITY), -128);
+        // A tiny scale puts the level at i64's end before the zero point is added.
+        let tiny = QParams {
+            scale: f32::MIN_POSITIVE,
+            zero_point: 10,
+        };
+        assert_eq!(tiny.quantize(f64::MAX), 127);
+        let tiny = QParams {
+            zero_point: -10,
+            ..tiny
+        };
+        assert_eq!(tiny.quantize(f64::MIN), -128);
     }
 
     #[test]
