@@ -430,6 +430,25 @@ def proc_sample(pid, rss_readings=1):
     }
 
 
+def window_change(series, warmup):
+    """(growth, text) of (time, rss kB, anon kB) readings: the least of the minute
+    after the warm-up against the least of the last minute; None when nothing
+    came after the warm-up."""
+    after = [x for x in series if x[0] >= warmup]
+    if not after:
+        return None
+    end_t = after[-1][0]
+    window = min(RSS_WINDOW_S, (end_t - warmup) / 2)
+    first = [x for x in after if x[0] <= warmup + window]
+    last = [x for x in after if x[0] >= end_t - window]
+    base, end = min(x[1] for x in first), min(x[1] for x in last)
+    anon_base, anon_end = min(x[2] for x in first), min(x[2] for x in last)
+    return end - base, (
+        f"{base} kB in {warmup:.0f}-{warmup + window:.0f} s, {end} kB in the last {window:.0f} s "
+        f"(growth {end - base} kB; limit {RSS_LIMIT_KB} kB); anonymous {anon_base} kB, then {anon_end} kB; "
+        f"range after the warm-up {min(x[1] for x in after)}..{max(x[1] for x in after)} kB")
+
+
 class Soak:
     def __init__(self, args):
         self.args = args
@@ -638,34 +657,18 @@ class Soak:
         The measure is edgebone's own, between frames right after it gave free heap
         pages back (its stats lines): the same point every time, so the two
         windows compare. RSS read from outside swings by 20 MB within a frame, and
-        its floor depends on whether a reading happened to fall just after a trim;
-        it is printed for information, and used only when the build does not log
-        its memory."""
+        its floor depends on whether a reading happened to fall just after a trim:
+        printed for information."""
         logged = [(t - self.t0, rss, anon) for t, *_, rss, anon in self.log.stats if rss is not None]
         outside = [(s["t"], s["rss_kb"], s["anon_kb"]) for s in self.samples]
-        sources = [("edgebone's stats lines, between frames after the trim", logged),
-                   ("the floor of the readings from outside", outside)]
-        if not any(t >= warmup for t, *_ in logged):
-            sources.reverse()
-        for i, (what, series) in enumerate(sources):
-            after = [x for x in series if x[0] >= warmup]
-            if not after:
-                if i == 0:
-                    check(False, f"RSS: nothing from {what} after the warm-up")
-                continue
-            end_t = after[-1][0]
-            window = min(RSS_WINDOW_S, (end_t - warmup) / 2)
-            first = [x for x in after if x[0] <= warmup + window]
-            last = [x for x in after if x[0] >= end_t - window]
-            base, end = min(x[1] for x in first), min(x[1] for x in last)
-            anon_base, anon_end = min(x[2] for x in first), min(x[2] for x in last)
-            text = (f"RSS ({what}): {base} kB in {warmup:.0f}-{warmup + window:.0f} s, {end} kB in the last "
-                    f"{window:.0f} s (growth {end - base} kB; limit {RSS_LIMIT_KB} kB); anonymous {anon_base} kB, "
-                    f"then {anon_end} kB; range after the warm-up {min(x[1] for x in after)}..{max(x[1] for x in after)} kB")
-            if i == 0:
-                check(end - base < RSS_LIMIT_KB, text)
-            else:
-                print(f"  info  {text}")
+        change = window_change(logged, warmup)
+        if change is None:
+            check(False, "RSS: no memory in edgebone's stats lines after the warm-up")
+        else:
+            check(change[0] < RSS_LIMIT_KB, f"RSS (edgebone's stats lines, between frames after the trim): {change[1]}")
+        change = window_change(outside, warmup)
+        if change is not None:
+            print(f"  info  RSS (the floor of the readings from outside): {change[1]}")
         peak = max((s["rss_max_kb"] for s in self.samples if s["t"] >= warmup), default=0)
         print(f"  info  RSS peak (within a frame) after the warm-up: {peak} kB")
 

@@ -108,9 +108,8 @@ fn arity(node: &NodeProto) -> Result<(), String> {
     // only the non-empty ones, so an omitted input written as "" leaves the
     // operator reading an input that is not there: a panic in tract's shape
     // analysis (found by the `bundle` fuzz target, a Conv's bias rewired to "").
-    let counted_by_name = matches!(node.op_type.as_str(), "Conv" | QUANTIZE | DEQUANTIZE);
-    if let Some(i) = node.input.iter().position(String::is_empty)
-        && counted_by_name
+    if matches!(node.op_type.as_str(), "Conv" | QUANTIZE | DEQUANTIZE)
+        && let Some(i) = node.input.iter().position(String::is_empty)
     {
         return Err(format!(
             "{} input {i} is \"\" (an omitted optional input): expected a tensor name, \
