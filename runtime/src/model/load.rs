@@ -4,7 +4,7 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::{Bundle, family, fp16, int8, validate, winograd};
+use super::{Bundle, analyse, family, fp16, int8, validate, winograd};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -167,14 +167,15 @@ fn optimize(
         model = model.with_outputs_by_name(outputs)?;
     }
     // Shapes are known only once tract has inferred them; checked before it
-    // builds the operators that would compute with them. The analysis goes on
-    // past a node it cannot type, so that a convolution whose kernel does not
-    // fit is named rather than the first node after it that fails; its own
-    // error, if any, comes back when the plan is built.
-    let _ = model.analyse(true);
+    // builds the operators that would compute with them. The analysis stops at
+    // the first node it cannot type (see `analyse` for why it is ours); a
+    // convolution whose kernel does not fit is named from what was inferred
+    // before that, rather than the first node after it that fails.
+    let analysed = analyse::analyse(&mut model);
     if let Some(graph) = &proto.graph {
         validate::convolutions_fit(graph, &model)?;
     }
+    analysed?;
     let executor = if options.threads > 1 {
         Executor::multithread(options.threads)
     } else {

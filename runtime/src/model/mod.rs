@@ -1,5 +1,6 @@
 //! Model bundles (a network file plus its manifest) and the loaded, optimized plan.
 
+mod analyse;
 mod bundle;
 pub mod family;
 mod fp16;
