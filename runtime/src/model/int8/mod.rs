@@ -7,8 +7,10 @@
 //! arithmetic. Everything else in the graph runs as tract runs it.
 
 pub mod kernels;
+pub mod madd;
 pub mod ops;
 pub mod rewrite;
+pub mod widening;
 
 pub use ops::register;
 pub use rewrite::{Summary, rewrite};

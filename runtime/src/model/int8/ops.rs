@@ -21,6 +21,7 @@ use tract_onnx::tract_hir::internal::{
 };
 
 use super::kernels::{self, Geometry, Panels, Requant};
+use super::{madd, widening};
 
 pub const CONV: &str = "EdgeboneQConv";
 pub const ADD: &str = "EdgeboneQAdd";
@@ -305,6 +306,9 @@ impl Expansion for ConvParams {
 enum Engine {
     /// Patches times the packed weights, by tract-linalg's int8 matrix kernels.
     Matrix(Matrix),
+    /// Patches times weights by one of edgebone's own int8 kernels, on the
+    /// cores where tract-linalg's int8 kernel is slower than float.
+    Own(Own),
     Depthwise,
 }
 
@@ -316,6 +320,88 @@ struct Matrix {
     /// Writes patches straight into the kernel's panels; `None` when the
     /// kernel's packing is not one [`PatchPacker`] knows.
     patches: Option<PatchPacker>,
+}
+
+/// A convolution's weights packed for one of edgebone's own kernels.
+#[derive(Clone, Debug)]
+enum OwnWeights {
+    /// [`widening`]: aarch64 without the dot product (Cortex-A72), 16
+    /// multiply-accumulates in 3 instructions where tract-linalg's takes 4.
+    Widening(Vec<i8>),
+    /// [`madd`]: x86-64 AVX2 without VNNI.
+    Madd(Vec<i16>),
+}
+
+#[derive(Clone, Debug)]
+struct Own {
+    weights: Arc<OwnWeights>,
+    k: usize,
+    /// Where each patch row starts in the padded input ([`kernels::patch_rows`]).
+    rows: Arc<Vec<usize>>,
+}
+
+impl Own {
+    /// One of ours when it runs on this CPU and is exact for these weights.
+    fn new(weights: &[i8], m: usize, k: usize, geometry: &Geometry) -> Option<Own> {
+        let packed = if widening::runs_here() && widening::exact_for(weights) {
+            OwnWeights::Widening(widening::pack_weights(weights, m, k))
+        } else if madd::runs_here() {
+            OwnWeights::Madd(madd::pack_weights(weights, m, k))
+        } else {
+            return None;
+        };
+        Some(Own {
+            weights: Arc::new(packed),
+            k,
+            rows: Arc::new(kernels::patch_rows(geometry)),
+        })
+    }
+
+    /// Tile rows and columns, the patch panels, and k padded.
+    fn shape(&self) -> (usize, usize, Panels, usize) {
+        match *self.weights {
+            OwnWeights::Widening(_) => (
+                widening::MR,
+                widening::NR,
+                widening::panels(self.k),
+                widening::k_padded(self.k),
+            ),
+            OwnWeights::Madd(_) => (
+                madd::MR,
+                madd::NR,
+                madd::panels(self.k),
+                madd::k_padded(self.k),
+            ),
+        }
+    }
+
+    /// The products of rows `first..first + m` into `acc` (rows `stride` apart).
+    fn matmul(
+        &self,
+        first: usize,
+        patches: &[i8],
+        (m, n, kp): (usize, usize, usize),
+        bias: &[i32],
+        acc: &mut [i32],
+        stride: usize,
+    ) {
+        let shape = (m, n, kp);
+        match &*self.weights {
+            OwnWeights::Widening(w) => {
+                widening::matmul(&w[first * kp..], patches, shape, bias, acc, stride)
+            }
+            OwnWeights::Madd(w) => {
+                madd::matmul(&w[first * kp..], patches, shape, bias, acc, stride)
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match *self.weights {
+            OwnWeights::Widening(_) => "int8 widening kernel (smull, smlal2, sadalp)",
+            OwnWeights::Madd(_) => "int8 AVX2 kernel (vpmaddwd)",
+        }
+    }
 }
 
 /// Packs blocks of a convolution's patch matrix for the matrix kernel without
@@ -464,6 +550,8 @@ impl QConv {
             .collect();
         let engine = if depthwise {
             Engine::Depthwise
+        } else if let Some(own) = Own::new(weights, c_out, per_channel, &geometry) {
+            Engine::Own(own)
         } else {
             let (oh, ow) = geometry.output_size();
             let query = Query {
@@ -503,6 +591,7 @@ impl QConv {
     fn run(&self, input: &Tensor) -> TractResult<Tensor> {
         match &self.engine {
             Engine::Matrix(matrix) => self.run_matrix(matrix, input),
+            Engine::Own(own) => self.run_own(own, input),
             Engine::Depthwise => self.run_depthwise(input),
         }
     }
@@ -558,6 +647,46 @@ impl QConv {
                 )?;
             }
             let acc = slice::<i32>(&acc)?;
+            for_channels(&mut out, m * width, |channels, rows| {
+                let acc = &acc[channels.start * block..];
+                self.finish(channels, acc, block, (start, width), rows);
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn run_own(&self, own: &Own, input: &Tensor) -> TractResult<Tensor> {
+        let g = &self.geometry;
+        let (oh, ow) = g.output_size();
+        let (m, n, k) = (self.params.output_channels(), oh * ow, own.k);
+        let (mr, nr, panels, kp) = own.shape();
+        let mut scratch = Vec::new();
+        let padded = kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
+        let bias = slice::<i32>(&self.bias)?;
+        // Column blocks as in `run_matrix`, whole panels of columns.
+        let block = (BLOCK_ACCUMULATORS / m).max(nr).next_multiple_of(nr).min(n);
+        // Zeroed once: k padding is never written, and columns past a short
+        // last block only make sums nobody reads.
+        let mut patches = vec![0i8; block.div_ceil(nr) * panels.len];
+        let mut acc = vec![0i32; m.next_multiple_of(mr) * block];
+        let mut out = self.output(m, oh, ow)?;
+        for start in (0..n).step_by(block) {
+            let width = block.min(n - start);
+            let used = &mut patches[..width.div_ceil(nr) * panels.len];
+            par_chunks_mut(used, panels.len, width * k, |first, chunk| {
+                let from = start + first * nr;
+                let columns = (chunk.len() / panels.len * nr).min(start + width - from);
+                kernels::pack_patches(padded, g, &own.rows, panels, from..from + columns, chunk);
+                Ok(())
+            })?;
+            let patches = &patches[..];
+            par_chunks_mut(&mut acc, mr * block, m * width * k / 16, |first, chunk| {
+                let row = first * mr;
+                let rows = (chunk.len() / block).min(m - row);
+                own.matmul(row, patches, (rows, width, kp), &bias[row..], chunk, block);
+                Ok(())
+            })?;
             for_channels(&mut out, m * width, |channels, rows| {
                 let acc = &acc[channels.start * block..];
                 self.finish(channels, acc, block, (start, width), rows);
@@ -667,6 +796,7 @@ impl Op for QConv {
     fn info(&self) -> TractResult<Vec<String>> {
         let engine = match &self.engine {
             Engine::Matrix(Matrix { mmm, .. }) => format!("int8 matrix kernel {}", mmm.name()),
+            Engine::Own(own) => own.name().to_string(),
             Engine::Depthwise => "int8 depthwise".to_string(),
         };
         Ok(vec![engine])
