@@ -90,7 +90,12 @@ fn arity(node: &NodeProto) -> Result<(), String> {
         "MaxPool" | "Sigmoid" | "Relu" => (1, 1),
         "Clip" => (1, 3),
         "Concat" => (1, usize::MAX),
-        _ => return Ok(()),
+        // Every other operator but a constant (and Loop, whose trip count may be
+        // omitted) reads its data from input 0: tract's shape rules index it
+        // without a check (a Resize left with no inputs panicked there, found
+        // by the `bundle` fuzz target).
+        "Constant" | "Loop" => return outputs(node),
+        _ => (1, usize::MAX),
     };
     let n = node.input.len();
     if n < required || n > most || node.input[..required].iter().any(String::is_empty) {
@@ -117,6 +122,10 @@ fn arity(node: &NodeProto) -> Result<(), String> {
             node.op_type
         ));
     }
+    outputs(node)
+}
+
+fn outputs(node: &NodeProto) -> Result<(), String> {
     if node.output.is_empty() || node.output[0].is_empty() {
         return Err(format!("{} has no output", node.op_type));
     }
@@ -440,6 +449,27 @@ mod tests {
             g.output[0].name = known.into();
             assert_eq!(graph(&g), Ok(()));
         }
+    }
+
+    #[test]
+    fn an_operator_without_its_data_input_is_refused() {
+        for inputs in [&[][..], &["", "", "", "sizes"]] {
+            let g = GraphProto {
+                node: vec![node("Resize", "r", inputs, &["y"])],
+                ..Default::default()
+            };
+            let err = graph(&g).unwrap_err();
+            assert!(err.contains("node r: Resize has"), "{err}");
+            assert!(err.contains("at least 1 expected"), "{err}");
+        }
+        let ok = GraphProto {
+            node: vec![
+                node("Constant", "c", &[], &["k"]),
+                node("Resize", "r", &["x", "", "", "sizes"], &["y"]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(graph(&ok), Ok(()));
     }
 
     #[test]

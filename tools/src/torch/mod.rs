@@ -476,6 +476,10 @@ fn tensors_dict(value: &Value) -> Result<Option<Vec<(String, Value)>>> {
 /// Copies a strided view of a storage out in row-major order.
 fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Tensor> {
     let dtype = t.storage.dtype;
+    // Checked per tensor, not only per storage when it is read: two tensors
+    // may name one storage key with different element counts or types, and
+    // the storage is read (and checked) for the first only (fuzzing found it).
+    check_storage_len(&t.storage, storage.len())?;
     // Checked arithmetic throughout: sizes and strides are the file's word.
     let out_of_range = || {
         anyhow::anyhow!(

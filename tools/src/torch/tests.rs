@@ -459,3 +459,17 @@ fn a_pickled_model_naming_a_global_outside_the_allow_list_is_refused() {
     }
     assert!(!marker.exists());
 }
+
+/// What the `torch` fuzz target found (fuzz/crashes/torch): a checkpoint whose
+/// tensors name one storage with different sizes read past the storage's bytes.
+#[test]
+fn the_fuzzed_checkpoints_are_errors_not_panics() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/crashes/torch");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(super::read_bytes(&bytes).is_err());
+        seen += 1;
+    }
+    assert!(seen >= 3, "{seen} crash files");
+}
