@@ -113,12 +113,13 @@ fn fixed_sizes(model: &InferenceModel, outlet: OutletId) -> TractResult<()> {
 mod tests {
     use super::*;
 
-    /// An Add of a [2, 3] and a [2, 4] tensor: tract's own analysis types its
-    /// output as [2, broadcast(3, 4)] and goes on.
-    fn mismatched_add() -> InferenceModel {
+    /// `sum = a + b` for inputs of shapes `a` and `b`. An Add of [2, 3] and
+    /// [2, 4]: tract's own analysis types its output as [2, broadcast(3, 4)]
+    /// and goes on.
+    fn add(a: [usize; 2], b: [usize; 2]) -> InferenceModel {
         let mut model = InferenceModel::default();
-        let a = model.add_source("a", f32::fact([2, 3]).into()).unwrap();
-        let b = model.add_source("b", f32::fact([2, 4]).into()).unwrap();
+        let a = model.add_source("a", f32::fact(a).into()).unwrap();
+        let b = model.add_source("b", f32::fact(b).into()).unwrap();
         let sum = model
             .wire_node(
                 "sum",
@@ -132,7 +133,7 @@ mod tests {
 
     #[test]
     fn sizes_that_do_not_broadcast_stop_the_analysis_at_their_node() {
-        let mut theirs = mismatched_add();
+        let mut theirs = add([2, 3], [2, 4]);
         theirs.analyse(false).unwrap();
         let out = theirs.outlet_fact(OutletId::new(2, 0)).unwrap();
         assert!(
@@ -141,7 +142,7 @@ mod tests {
                 .is_none_or(|d| d[1].to_i64().is_err()),
             "tract itself must leave the size unresolved for this test to mean something: {out:?}"
         );
-        let err = analyse(&mut mismatched_add()).unwrap_err().to_string();
+        let err = analyse(&mut add([2, 3], [2, 4])).unwrap_err().to_string();
         assert!(
             err.contains("node sum: its inputs' shapes do not fit together (output 0"),
             "{err}"
@@ -150,19 +151,9 @@ mod tests {
 
     #[test]
     fn a_consistent_graph_is_typed_as_tract_types_it() {
-        let mut model = InferenceModel::default();
-        let a = model.add_source("a", f32::fact([2, 3]).into()).unwrap();
-        let b = model.add_source("b", f32::fact([1, 3]).into()).unwrap();
-        let sum = model
-            .wire_node(
-                "sum",
-                tract_onnx::tract_hir::ops::math::Add.into_hir(),
-                &[a, b],
-            )
-            .unwrap();
-        model.select_output_outlets(&sum).unwrap();
+        let mut model = add([2, 3], [1, 3]);
         analyse(&mut model).unwrap();
-        let out = model.outlet_fact(sum[0]).unwrap();
+        let out = model.outlet_fact(OutletId::new(2, 0)).unwrap();
         assert_eq!(
             out.shape.concretize().unwrap(),
             tvec![2.to_dim(), 3.to_dim()]

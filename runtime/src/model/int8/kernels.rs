@@ -120,8 +120,62 @@ pub struct Panels {
 impl Panels {
     /// Where the value of row `k`, column `e` of a panel goes.
     #[inline(always)]
-    fn at(&self, k: usize, e: usize) -> usize {
+    pub fn at(&self, k: usize, e: usize) -> usize {
         (k / self.group) * self.r * self.group + e * self.group + k % self.group
+    }
+}
+
+/// Weights `[m, k]` (row-major) packed as [`pack_patches`] packs patches, a row
+/// of weights where a column of patches goes (edgebone's own matrix kernels,
+/// `widening` and `madd`); rows past `m` and k past `k` stay 0.
+pub fn pack_rows<W: From<i8> + Copy + Default>(
+    weights: &[i8],
+    m: usize,
+    k: usize,
+    panels: Panels,
+) -> Vec<W> {
+    let mut packed = vec![W::default(); m.div_ceil(panels.r) * panels.len];
+    for (row, values) in weights.chunks_exact(k).take(m).enumerate() {
+        let panel = &mut packed[row / panels.r * panels.len..][..panels.len];
+        for (kk, &w) in values.iter().enumerate() {
+            panel[panels.at(kk, row % panels.r)] = W::from(w);
+        }
+    }
+    packed
+}
+
+/// Every tile of an `m`×`n` product of weights packed for `a` and patches packed
+/// for `b`: `tile(weights, patches, bias, columns, out)` gets one panel of each,
+/// the bias of the tile's rows (as many as there are), how many of its columns
+/// are real, and `acc` from the tile's first accumulator on, rows `stride` apart.
+pub fn for_each_tile<W>(
+    (weights, a): (&[W], Panels),
+    (patches, b): (&[i8], Panels),
+    (m, n): (usize, usize),
+    bias: &[i32],
+    (acc, stride): (&mut [i32], usize),
+    mut tile: impl FnMut(&[W], &[i8], &[i32], usize, &mut [i32]),
+) {
+    for (p, weights) in weights.chunks_exact(a.len).enumerate() {
+        let rows = a.r.min(m.saturating_sub(p * a.r));
+        if rows == 0 {
+            break;
+        }
+        let bias = &bias[p * a.r..][..rows];
+        for (q, patches) in patches
+            .chunks_exact(b.len)
+            .take(n.div_ceil(b.r))
+            .enumerate()
+        {
+            let columns = b.r.min(n - q * b.r);
+            tile(
+                weights,
+                patches,
+                bias,
+                columns,
+                &mut acc[p * a.r * stride + q * b.r..],
+            );
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 //! accumulator sums one column's k ≡ 0,1 or k ≡ 2,3 (mod 4) pairs; the two are
 //! added once at the end of the tile.
 
-use super::kernels::Panels;
+use super::kernels::{self, Panels};
 
 /// Rows (output channels) per tile: 12 accumulators, 2 patch registers and a
 /// broadcast weight fill 15 of the 16 AVX2 registers.
@@ -50,21 +50,20 @@ pub fn panels(k: usize) -> Panels {
     }
 }
 
-/// Weights `[m, k]` (row-major) widened to i16, in panels of [`MR`] rows, four
-/// k values of each row side by side; rows past `m` and k past `k` are 0.
-pub fn pack_weights(weights: &[i8], m: usize, k: usize) -> Vec<i16> {
-    let kp = k_padded(k);
-    let mut packed = vec![0i16; m.div_ceil(MR) * MR * kp];
-    for (row, values) in weights.chunks_exact(k).take(m).enumerate() {
-        let panel = &mut packed[row / MR * MR * kp..][..MR * kp];
-        for (group, chunk) in values.chunks(KB).enumerate() {
-            let dst = &mut panel[(group * MR + row % MR) * KB..][..chunk.len()];
-            for (d, &w) in dst.iter_mut().zip(chunk) {
-                *d = w as i16;
-            }
-        }
+/// The weights' panels for a reduction of `k`: [`MR`] rows, four k values of
+/// each side by side.
+fn weight_panels(k: usize) -> Panels {
+    Panels {
+        r: MR,
+        group: KB,
+        len: MR * k_padded(k),
     }
-    packed
+}
+
+/// Weights `[m, k]` (row-major) widened to i16, in panels of [`MR`] rows; rows past `m` and
+/// k past `k` are 0.
+pub fn pack_weights(weights: &[i8], m: usize, k: usize) -> Vec<i16> {
+    kernels::pack_rows(weights, m, k, weight_panels(k))
 }
 
 /// `acc[i · stride + j] = bias[i] + Σ_k w[i, k] · x[k, j]` for the `m` rows of
@@ -78,24 +77,25 @@ pub fn matmul(
     acc: &mut [i32],
     stride: usize,
 ) {
-    let a_len = MR * kp;
-    let b_len = NR * kp;
-    for (p, a) in weights.chunks_exact(a_len).enumerate() {
-        let rows = MR.min(m.saturating_sub(p * MR));
-        if rows == 0 {
-            break;
-        }
-        let bias = &bias[p * MR..][..rows];
-        for (q, b) in patches.chunks_exact(b_len).take(n.div_ceil(NR)).enumerate() {
-            let columns = NR.min(n - q * NR);
-            let out = &mut acc[p * MR * stride + q * NR..];
-            tile(a, b, kp / KB, bias, (columns, stride), out);
-        }
-    }
+    let (a, b) = ((weights, weight_panels(kp)), (patches, panels(kp)));
+    // Asked once a product, not once a tile.
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    kernels::for_each_tile(
+        a,
+        b,
+        (m, n),
+        bias,
+        (acc, stride),
+        |a, b, bias, columns, out| tile(a, b, kp / KB, bias, (columns, stride), out, avx2),
+    );
 }
 
 /// One [`MR`]×[`NR`] tile over `groups` groups of 4 k values, plus the bias,
-/// stored at `out` in rows `stride` apart: `bias.len()` rows of `columns`.
+/// stored at `out` in rows `stride` apart: `bias.len()` rows of `columns`;
+/// `avx2` when the CPU has it (detected by the caller).
 #[inline]
 fn tile(
     a: &[i16],
@@ -104,16 +104,19 @@ fn tile(
     bias: &[i32],
     (columns, stride): (usize, usize),
     out: &mut [i32],
+    avx2: bool,
 ) {
     assert!(a.len() >= groups * MR * KB && b.len() >= groups * NR * KB);
     let rows = bias.len();
     assert!(rows <= MR && columns <= NR && out.len() >= (rows - 1) * stride + columns);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: lengths checked above, AVX2 just now.
+    if avx2 {
+        // SAFETY: lengths checked above; the caller detected AVX2.
         unsafe { tile_avx2(a, b, groups, bias, (columns, stride), out) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx2;
     for (i, values) in tile_portable(a, b, groups).iter().take(rows).enumerate() {
         for (o, &v) in out[i * stride..][..columns].iter_mut().zip(values) {
             *o = v + bias[i];

@@ -301,6 +301,13 @@ impl Expansion for ConvParams {
     }
 }
 
+/// Columns per block of a matrix-product convolution of `m` rows and `n`
+/// columns: whole panels of `nr`, their accumulators within
+/// [`BLOCK_ACCUMULATORS`].
+fn block_columns(m: usize, n: usize, nr: usize) -> usize {
+    (BLOCK_ACCUMULATORS / m).max(nr).next_multiple_of(nr).min(n)
+}
+
 /// How a convolution's accumulators are computed.
 #[derive(Clone, Debug)]
 enum Engine {
@@ -622,10 +629,7 @@ impl QConv {
         // Column blocks small enough that their i32 accumulators stay in cache
         // until requantized: one pass over a whole layer's accumulators is
         // memory-bound (measured: 30% of MobileNetV2's time before blocking).
-        let block = (BLOCK_ACCUMULATORS / m)
-            .max(mmm.nr())
-            .next_multiple_of(mmm.nr())
-            .min(n);
+        let block = block_columns(m, n, mmm.nr());
         let mut acc = unsafe { Tensor::uninitialized::<i32>(&[m, block])? };
         for start in (0..n).step_by(block) {
             let width = block.min(n - start);
@@ -646,12 +650,7 @@ impl QConv {
                     ],
                 )?;
             }
-            let acc = slice::<i32>(&acc)?;
-            for_channels(&mut out, m * width, |channels, rows| {
-                let acc = &acc[channels.start * block..];
-                self.finish(channels, acc, block, (start, width), rows);
-                Ok(())
-            })?;
+            self.finish_block(&mut out, slice::<i32>(&acc)?, block, (start, width))?;
         }
         Ok(out)
     }
@@ -664,8 +663,7 @@ impl QConv {
         let mut scratch = Vec::new();
         let padded = kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
         let bias = slice::<i32>(&self.bias)?;
-        // Column blocks as in `run_matrix`, whole panels of columns.
-        let block = (BLOCK_ACCUMULATORS / m).max(nr).next_multiple_of(nr).min(n);
+        let block = block_columns(m, n, nr);
         // Zeroed once: k padding is never written, and columns past a short
         // last block only make sums nobody reads.
         let mut patches = vec![0i8; block.div_ceil(nr) * panels.len];
@@ -687,13 +685,27 @@ impl QConv {
                 own.matmul(row, patches, (rows, width, kp), &bias[row..], chunk, block);
                 Ok(())
             })?;
-            for_channels(&mut out, m * width, |channels, rows| {
-                let acc = &acc[channels.start * block..];
-                self.finish(channels, acc, block, (start, width), rows);
-                Ok(())
-            })?;
+            self.finish_block(&mut out, &acc, block, (start, width))?;
         }
         Ok(out)
+    }
+
+    /// The accumulators of a block of columns (`[m, block]`) requantized into
+    /// columns `start..start + width` of `out`, split across the plan's threads
+    /// by output channel.
+    fn finish_block(
+        &self,
+        out: &mut Tensor,
+        acc: &[i32],
+        block: usize,
+        (start, width): (usize, usize),
+    ) -> TractResult<()> {
+        let m = self.params.output_channels();
+        for_channels(out, m * width, |channels, rows| {
+            let acc = &acc[channels.start * block..];
+            self.finish(channels, acc, block, (start, width), rows);
+            Ok(())
+        })
     }
 
     /// The patch matrix `[k, n]`, for kernels whose packing [`PatchPacker`]

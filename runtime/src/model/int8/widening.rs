@@ -21,7 +21,7 @@
 //! weights are packed at load in panels of [`MR`] rows, the patches per frame in
 //! panels of [`NR`] columns by [`super::kernels::pack_patches`].
 
-use super::kernels::Panels;
+use super::kernels::{self, Panels};
 
 /// Rows (output channels) per tile.
 pub const MR: usize = 4;
@@ -56,18 +56,20 @@ pub fn panels(k: usize) -> Panels {
     }
 }
 
-/// Weights `[m, k]` (row-major) in panels of [`MR`] rows, 16 k values of each
-/// row side by side; rows past `m` and k past `k` are 0.
-pub fn pack_weights(weights: &[i8], m: usize, k: usize) -> Vec<i8> {
-    let kp = k_padded(k);
-    let mut packed = vec![0i8; m.div_ceil(MR) * MR * kp];
-    for (row, values) in weights.chunks_exact(k).take(m).enumerate() {
-        let panel = &mut packed[row / MR * MR * kp..][..MR * kp];
-        for (block, chunk) in values.chunks(KB).enumerate() {
-            panel[(block * MR + row % MR) * KB..][..chunk.len()].copy_from_slice(chunk);
-        }
+/// The weights' panels for a reduction of `k`: [`MR`] rows, 16 k values of
+/// each side by side.
+fn weight_panels(k: usize) -> Panels {
+    Panels {
+        r: MR,
+        group: KB,
+        len: MR * k_padded(k),
     }
-    packed
+}
+
+/// Weights `[m, k]` (row-major) in panels of [`MR`] rows; rows past `m` and
+/// k past `k` are 0.
+pub fn pack_weights(weights: &[i8], m: usize, k: usize) -> Vec<i8> {
+    kernels::pack_rows(weights, m, k, weight_panels(k))
 }
 
 /// `acc[i · stride + j] = bias[i] + Σ_k w[i, k] · x[k, j]` for the `m` rows of
@@ -81,20 +83,15 @@ pub fn matmul(
     acc: &mut [i32],
     stride: usize,
 ) {
-    let a_len = MR * kp;
-    let b_len = NR * kp;
-    for (p, a) in weights.chunks_exact(a_len).enumerate() {
-        let rows = MR.min(m.saturating_sub(p * MR));
-        if rows == 0 {
-            break;
-        }
-        let bias = &bias[p * MR..][..rows];
-        for (q, b) in patches.chunks_exact(b_len).take(n.div_ceil(NR)).enumerate() {
-            let columns = NR.min(n - q * NR);
-            let out = &mut acc[p * MR * stride + q * NR..];
-            tile(a, b, kp / KB, bias, (columns, stride), out);
-        }
-    }
+    let (a, b) = ((weights, weight_panels(kp)), (patches, panels(kp)));
+    kernels::for_each_tile(
+        a,
+        b,
+        (m, n),
+        bias,
+        (acc, stride),
+        |a, b, bias, columns, out| tile(a, b, kp / KB, bias, (columns, stride), out),
+    );
 }
 
 /// One [`MR`]×[`NR`] tile over `blocks` blocks of 16 k values, plus the bias,
