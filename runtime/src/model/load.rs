@@ -147,6 +147,8 @@ fn optimize(
     if let Some(graph) = &proto.graph {
         validate::graph(graph).map_err(TractError::msg)?;
     }
+    // Always: tract's own QuantizeLinear can overflow (see the module).
+    int8::quantize::register(&mut onnx);
     if options.integer {
         int8::register(&mut onnx);
         log_summary(path, &int8::rewrite(&mut proto, outputs));

@@ -4,6 +4,8 @@ mod analyse;
 mod bundle;
 pub mod family;
 mod fp16;
+#[cfg(test)]
+mod fuzzed;
 pub mod int8;
 mod load;
 pub mod manifest;

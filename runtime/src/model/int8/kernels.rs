@@ -26,6 +26,12 @@ impl Requant {
     /// value already in range, no panicking `clamp` with runtime bounds.
     #[inline(always)]
     pub fn apply(&self, value: f32) -> i8 {
+        self.level(value) as i8
+    }
+
+    /// The level itself, in `min..=max` (for a uint8 output too); NaN gives `min`.
+    #[inline(always)]
+    pub fn level(&self, value: f32) -> i32 {
         let lo = (self.min - self.zero) as f32;
         let hi = (self.max - self.zero) as f32;
         // Bounds first: the magic constant only rounds below 2²², and the
@@ -35,7 +41,7 @@ impl Requant {
         // read them instead of a float-to-int conversion (which is scalar and
         // checked on baseline x86-64).
         let rounded = (bounded + ROUND_MAGIC).to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
-        (rounded + self.zero) as i8
+        rounded + self.zero
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod kernels;
 pub mod madd;
 pub mod ops;
+pub mod quantize;
 pub mod rewrite;
 pub mod widening;
 
