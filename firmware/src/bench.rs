@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use edgebone::model::Profile;
 use edgebone::{Bundle, ModelOptions, Pipeline, Task};
 use serde::Serialize;
 use tract_onnx::prelude::{IntoTValue, Tensor};
@@ -36,6 +37,10 @@ pub struct BenchArgs {
     /// Float layers in half precision, on cores with fp16 arithmetic (Pi 5, Jetson Orin).
     #[arg(long)]
     fp16: bool,
+    /// Also time every operator of the plan over the timed runs (which then
+    /// include the timing's own cost) and report them, slowest first.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Serialize)]
@@ -50,6 +55,16 @@ struct Report<'a> {
     median_ms: f64,
     p10_ms: f64,
     p90_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<Vec<OpReport>>,
+}
+
+/// One operator's mean time per run, with `--profile`.
+#[derive(Serialize)]
+struct OpReport {
+    op: String,
+    nodes: usize,
+    ms: f64,
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
@@ -70,10 +85,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     for _ in 0..args.warmup {
         pipeline.infer(input.clone())?;
     }
+    let mut profile = Profile::default();
     let mut times: Vec<f64> = (0..args.runs)
         .map(|_| {
             let start = Instant::now();
-            pipeline.infer(input.clone())?;
+            if args.profile {
+                pipeline.infer_profiled(input.clone(), &mut profile)?;
+            } else {
+                pipeline.infer(input.clone())?;
+            }
             Ok(start.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_>>()?;
@@ -89,9 +109,22 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         median_ms: at(0.5),
         p10_ms: at(0.1),
         p90_ms: at(0.9),
+        profile: args.profile.then(|| ops_report(&profile)),
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+fn ops_report(profile: &Profile) -> Vec<OpReport> {
+    profile
+        .by_time()
+        .into_iter()
+        .map(|op| OpReport {
+            op: op.op,
+            nodes: op.nodes,
+            ms: op.per_run.as_secs_f64() * 1e3,
+        })
+        .collect()
 }
 
 fn input_tensor(pipeline: &Pipeline, path: Option<&Path>) -> Result<Tensor> {

@@ -9,7 +9,7 @@ use tract_onnx::prelude::{TValue, TVec};
 use crate::decode::{self, FeatureMap, Results, Task};
 use crate::error::{Error, Result};
 use crate::frame::{FrameRef, Geometry};
-use crate::model::{Bundle, Decoding, Model, ModelOptions, Outputs};
+use crate::model::{Bundle, Decoding, Model, ModelOptions, Outputs, Profile};
 use crate::preprocess::Preprocessor;
 
 /// Milliseconds spent in each stage for one frame.
@@ -122,6 +122,11 @@ impl Pipeline {
     /// Runs the network on an already-made input tensor (golden tensors, benchmarks).
     pub fn infer(&mut self, input: TValue) -> Result<TVec<TValue>> {
         self.model.run(input)
+    }
+
+    /// [`Pipeline::infer`], timing every operator into `profile`.
+    pub fn infer_profiled(&mut self, input: TValue, profile: &mut Profile) -> Result<TVec<TValue>> {
+        self.model.run_profiled(input, profile)
     }
 
     fn forward(&mut self, frame: FrameRef) -> Result<(TVec<TValue>, Geometry, Latency)> {

@@ -9,18 +9,19 @@ use tract_onnx::tract_core::model::translator::Translate;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::cnn::Conv;
 
+use super::depthwise::DepthwiseConv;
 use super::winograd::WinogradConv;
 
 /// Every float tensor in f16 except around the operators that have no fp16
-/// SIMD code: the Winograd convolutions (written for f32 lanes) and tract's
-/// depthwise convolutions (its f16 depthwise calls a function per element:
+/// SIMD code: the Winograd and depthwise convolutions of ours (written for f32
+/// lanes) and tract's depthwise convolutions (its f16 depthwise calls a function per element:
 /// MobileNetV2 counted 1,071 M instructions on the A76 against f32's 148 M).
 /// The model's input and outputs stay f32.
 pub fn to_f16(model: &TypedModel) -> TractResult<TypedModel> {
     let translator =
         FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |node| {
             let depthwise = node.op_as::<Conv>().is_some_and(|conv| conv.group > 1);
-            !depthwise && !node.op_is::<WinogradConv>()
+            !depthwise && !node.op_is::<WinogradConv>() && !node.op_is::<DepthwiseConv>()
         });
     let mut model = translator.translate_model(model)?;
     for id in 0..model.nodes().len() {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::{Bundle, analyse, family, fp16, int8, validate, winograd};
+use super::profile::{self, Profile};
+use super::{Bundle, analyse, depthwise, family, fp16, int8, validate, winograd};
 use crate::error::{Error, Result, chain};
 
 /// Which tensors a loaded model returns.
@@ -115,6 +116,21 @@ impl Model {
     }
 
     pub fn run(&mut self, input: TValue) -> Result<TVec<TValue>> {
+        let input = self.prepared(input)?;
+        self.state
+            .run(tvec![input])
+            .map_err(|e| Error::Inference(format!("{}: {}", self.path.display(), chain(&e))))
+    }
+
+    /// [`Model::run`], timing every operator into `profile`.
+    pub fn run_profiled(&mut self, input: TValue, profile: &mut Profile) -> Result<TVec<TValue>> {
+        let input = self.prepared(input)?;
+        profile::run(&mut self.state, tvec![input], profile)
+            .map_err(|e| Error::Inference(format!("{}: {}", self.path.display(), chain(&e))))
+    }
+
+    /// The input checked against the plan's shape, in the plan's precision.
+    fn prepared(&self, input: TValue) -> Result<TValue> {
         if input.shape() != self.input_shape {
             return Err(Error::Inference(format!(
                 "{}: input shape {:?}, the model was loaded for {:?}",
@@ -130,9 +146,7 @@ impl Model {
         } else {
             input
         };
-        self.state
-            .run(tvec![input])
-            .map_err(|e| Error::Inference(format!("{}: {}", self.path.display(), chain(&e))))
+        Ok(input)
     }
 }
 
@@ -162,6 +176,13 @@ fn optimize(
             convs.len()
         );
     }
+    depthwise::register(&mut onnx);
+    let convs = depthwise::rewrite(&mut proto, outputs);
+    log::info!(
+        "{}: {} depthwise convolutions by edgebone's kernel",
+        path.display(),
+        convs.len()
+    );
     let mut model = onnx
         .model_for_proto_model(&proto)?
         .with_input_fact(0, f32::fact(input_shape).into())?;

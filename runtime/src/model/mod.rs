@@ -2,6 +2,7 @@
 
 mod analyse;
 mod bundle;
+mod depthwise;
 pub mod family;
 mod fp16;
 #[cfg(test)]
@@ -9,9 +10,11 @@ mod fuzzed;
 pub mod int8;
 mod load;
 pub mod manifest;
+mod profile;
 mod validate;
 mod winograd;
 
 pub use bundle::{Bundle, MANIFEST_FILE, sha256_hex};
 pub use load::{Model, ModelOptions, Outputs};
 pub use manifest::{Decoding, Fit, InputSpec, Interpolation, Manifest, Tap};
+pub use profile::{OpTime, Profile};

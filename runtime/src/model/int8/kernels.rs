@@ -498,17 +498,40 @@ pub fn depthwise_channel(
     padded: &mut Vec<i16>,
     acc: &mut [i32],
 ) {
+    let (ph, phase_w) = phase_planes(plane, geo, RUN, |s| s as i16 - zero as i16, padded);
+    accumulate_depthwise(padded, (ph, phase_w), geo, weights, bias, acc);
+}
+
+/// A channel's plane, converted and padded with `D::default()`, stored
+/// column-phase by column-phase (for stride 2: even columns, then odd ones) so
+/// that every kernel tap reads a contiguous run; `slack` values more, for a run
+/// of outputs that reads past the plane's end. Returns the padded height and the
+/// width of one phase. Shared by the int8 and the float depthwise convolutions.
+pub fn phase_planes<S: Copy, D: Copy + Default>(
+    plane: &[S],
+    geo: &Geometry,
+    slack: usize,
+    convert: impl Fn(S) -> D,
+    padded: &mut Vec<D>,
+) -> (usize, usize) {
     let (ph, pw) = geo.padded();
     let [top, left, ..] = geo.pads;
     let sw = geo.stride.1;
-    // The padded plane is stored column-phase by column-phase (for stride 2: even
-    // columns, then odd ones), so that every kernel tap reads a contiguous run.
     let phase_w = pw.div_ceil(sw);
     padded.clear();
-    // RUN values of slack: the last run of a row may read past the plane.
-    padded.resize(sw * ph * phase_w + RUN, 0);
+    padded.resize(sw * ph * phase_w + slack, D::default());
     for y in 0..geo.height {
         let src = &plane[y * geo.width..][..geo.width];
+        if sw == 2 {
+            let (even, odd) = padded[(y + top) * phase_w..].split_at_mut(ph * phase_w);
+            split_columns(
+                src,
+                left,
+                (&mut even[..phase_w], &mut odd[..phase_w]),
+                &convert,
+            );
+            continue;
+        }
         for phase in 0..sw {
             // Padded columns `phase, phase + sw, …` that hold input pixels.
             let first = (left + sw - phase - 1) / sw;
@@ -517,16 +540,42 @@ pub fn depthwise_channel(
             if sw == 1 {
                 // The common case, as a plain loop the compiler vectorizes.
                 for (d, &s) in dst[first..].iter_mut().zip(from) {
-                    *d = s as i16 - zero as i16;
+                    *d = convert(s);
                 }
             } else {
                 for (d, &s) in dst[first..].iter_mut().zip(from.iter().step_by(sw)) {
-                    *d = s as i16 - zero as i16;
+                    *d = convert(s);
                 }
             }
         }
     }
-    accumulate_depthwise(padded, (ph, phase_w), geo, weights, bias, acc);
+    (ph, phase_w)
+}
+
+/// One row of a stride-2 plane into its even and odd padded columns, in one
+/// pass over pairs of pixels (a loop the compiler vectorizes; a strided one per
+/// phase stayed scalar).
+#[inline(always)]
+fn split_columns<S: Copy, D: Copy>(
+    src: &[S],
+    left: usize,
+    (even, odd): (&mut [D], &mut [D]),
+    convert: &impl Fn(S) -> D,
+) {
+    // Pixel 2k sits at padded column 2k + left: even columns when `left` is even.
+    let (first, second) = if left.is_multiple_of(2) {
+        (&mut even[left / 2..], &mut odd[left / 2..])
+    } else {
+        (&mut odd[left / 2..], &mut even[left.div_ceil(2)..])
+    };
+    let pairs = src.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        first[src.len() / 2] = convert(*last);
+    }
+    for ((a, b), pair) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+        *a = convert(pair[0]);
+        *b = convert(pair[1]);
+    }
 }
 
 /// The multiply-adds of [`depthwise_channel`] over its phase-split padded plane.
