@@ -122,6 +122,26 @@ mod tests {
         }
     }
 
+    /// What the `image` fuzz target found (fuzz/crashes/image): zune-jpeg 0.5.15
+    /// indexed past its output buffer in the IDCT (a panic, so an abort on the
+    /// device). Every file there decodes or is an error; none panics.
+    #[test]
+    fn the_fuzzed_jpegs_decode_or_are_errors() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/crashes/image");
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(frame) = RgbFrame::decode(&bytes) {
+                assert_eq!(
+                    frame.data.len(),
+                    frame.width as usize * frame.height as usize * 3
+                );
+            }
+            files += 1;
+        }
+        assert!(files >= 1, "no crash files in {dir}");
+    }
+
     #[test]
     fn decodes_a_png_and_rejects_text() {
         let mut png = Vec::new();

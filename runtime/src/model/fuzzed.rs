@@ -25,7 +25,8 @@ pub(crate) fn load(bytes: &[u8]) -> crate::Result<Model> {
 
 /// Every crash file is now refused at load or runs: none panics (with overflow
 /// checks on, as in this test build). Two of them kept a QuantizeLinear that the
-/// int8 rewrite leaves to the runtime with an activation past `i32::MAX` levels.
+/// int8 rewrite leaves to the runtime with an activation past `i32::MAX` levels;
+/// one is an empty graph.
 #[test]
 fn every_crash_file_loads_and_runs_or_is_refused() {
     let mut ran = 0;
@@ -43,4 +44,14 @@ fn every_crash_file_loads_and_runs_or_is_refused() {
     // The two QuantizeLinear crashes load and run; a fix that refused them
     // instead would be a different fix.
     assert!(ran >= 2, "{ran} crash networks ran");
+}
+
+/// Two bytes: a model whose graph is empty. tract indexed its empty list of
+/// inputs to set input 0's shape.
+#[test]
+fn an_empty_graph_is_refused() {
+    let Err(err) = load(b":\0") else {
+        panic!("an empty graph loaded");
+    };
+    assert!(err.to_string().contains("the graph has no input"), "{err}");
 }

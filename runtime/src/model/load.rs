@@ -183,9 +183,15 @@ fn optimize(
         path.display(),
         convs.len()
     );
-    let mut model = onnx
-        .model_for_proto_model(&proto)?
-        .with_input_fact(0, f32::fact(input_shape).into())?;
+    let model = onnx.model_for_proto_model(&proto)?;
+    // tract indexes its list of inputs here (a panic on a graph with none,
+    // found by the `onnx_bytes` fuzz target).
+    if model.inputs.is_empty() {
+        return Err(TractError::msg(
+            "the graph has no input; an image tensor [1, 3, height, width] expected",
+        ));
+    }
+    let mut model = model.with_input_fact(0, f32::fact(input_shape).into())?;
     if !outputs.is_empty() {
         model = model.with_outputs_by_name(outputs)?;
     }
