@@ -176,13 +176,15 @@ fn optimize(
             convs.len()
         );
     }
-    depthwise::register(&mut onnx);
-    let convs = depthwise::rewrite(&mut proto, outputs);
-    log::info!(
-        "{}: {} depthwise convolutions by edgebone's kernel",
-        path.display(),
-        convs.len()
-    );
+    if depthwise::PAYS {
+        depthwise::register(&mut onnx);
+        let convs = depthwise::rewrite(&mut proto, outputs);
+        log::info!(
+            "{}: {} depthwise convolutions by edgebone's kernel",
+            path.display(),
+            convs.len()
+        );
+    }
     let model = onnx.model_for_proto_model(&proto)?;
     // tract indexes its list of inputs here (a panic on a graph with none,
     // found by the `onnx_bytes` fuzz target).

@@ -25,6 +25,15 @@ use crate::onnx::{Index, attr};
 
 pub const DEPTHWISE: &str = "EdgeboneDepthwiseConv";
 
+/// Whether the loader uses this operator on this target. x86-64 only: there
+/// tract's depthwise convolution is its generic loop. On aarch64 tract-linalg
+/// has a NEON depthwise kernel over channel-contiguous data, and this one counted
+/// more instructions (MobileNetV2 float on a Cortex-A72: 176 M against 148 M; the
+/// padded plane's copy and the short runs at 7- and 14-wide rows cost more than
+/// tract's whole kernel). armv7 keeps tract's too: there is no counting tool for
+/// it here, so no measurement to decide on.
+pub const PAYS: bool = cfg!(target_arch = "x86_64");
+
 /// Kernel taps the operator sums in one pass (7×7 and smaller).
 pub const MAX_TAPS: usize = 49;
 
