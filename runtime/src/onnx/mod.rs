@@ -70,3 +70,22 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProt
         ..Default::default()
     }
 }
+
+/// Puts each `(index, node)` of `replaced` in place of the node at that index,
+/// then removes the nodes at `removed` (those a rewrite folded in).
+pub fn replace_nodes(
+    graph: &mut GraphProto,
+    replaced: Vec<(usize, NodeProto)>,
+    removed: &std::collections::HashSet<usize>,
+) {
+    for (i, new) in replaced {
+        graph.node[i] = new;
+    }
+    let old = std::mem::take(&mut graph.node);
+    graph.node = old
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(_, n)| n)
+        .collect();
+}

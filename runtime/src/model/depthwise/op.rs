@@ -14,6 +14,7 @@ use tract_onnx::tract_hir::internal::{
 use super::{DEPTHWISE, MAX_TAPS};
 use crate::model::int8::kernels::{Geometry, phase_planes};
 use crate::model::int8::ops::on_plan_threads;
+use crate::model::winograd::f32_image;
 use crate::onnx::attr;
 
 /// A depthwise convolution's parameters, as the rewrite wrote them.
@@ -142,25 +143,12 @@ impl Expansion for DepthwiseParams {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let fact = model.outlet_fact(inputs[0])?;
-        ensure!(
-            fact.datum_type == f32::datum_type(),
-            "{prefix}: f32 input expected"
-        );
-        let shape = fact
-            .shape
-            .as_concrete()
-            .with_context(|| format!("{prefix}: input shape must be known"))?;
-        ensure!(
-            shape.len() == 4 && shape[0] == 1 && shape[1] == self.channels,
-            "{prefix}: input [1, {}, h, w] expected, got {shape:?}",
-            self.channels
-        );
-        let geo = self.geometry(shape[2], shape[3]);
+        let (height, width) = f32_image(model, inputs[0], self.channels, prefix)?;
+        let geo = self.geometry(height, width);
         let out = geo.checked_output_size().with_context(|| {
             format!(
-                "{prefix}: kernel {:?} larger than its padded {}×{} input",
-                self.kernel, shape[2], shape[3]
+                "{prefix}: kernel {:?} larger than its padded {height}×{width} input",
+                self.kernel
             )
         })?;
         let op = DepthwiseConv {

@@ -15,7 +15,7 @@
 mod op;
 mod transform;
 
-pub(crate) use op::WinogradConv;
+pub(crate) use op::{WinogradConv, f32_image};
 
 use std::collections::HashSet;
 
@@ -55,16 +55,7 @@ pub fn rewrite(model: &mut ModelProto, keep: &[&str]) -> Vec<String> {
         rewritten.push(node.name.clone());
         replaced.push((i, new));
     }
-    for (i, new) in replaced {
-        graph.node[i] = new;
-    }
-    let old = std::mem::take(&mut graph.node);
-    graph.node = old
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !folded.contains(i))
-        .map(|(_, n)| n)
-        .collect();
+    crate::onnx::replace_nodes(graph, replaced, &folded);
     rewritten
 }
 

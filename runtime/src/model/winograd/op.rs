@@ -110,23 +110,34 @@ impl Expansion for WinogradParams {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let fact = model.outlet_fact(inputs[0])?;
-        ensure!(
-            fact.datum_type == f32::datum_type(),
-            "{prefix}: f32 input expected"
-        );
-        let shape = fact
-            .shape
-            .as_concrete()
-            .with_context(|| format!("{prefix}: input shape must be known"))?;
-        ensure!(
-            shape.len() == 4 && shape[0] == 1 && shape[1] == self.c_in,
-            "{prefix}: input [1, {}, h, w] expected, got {shape:?}",
-            self.c_in
-        );
-        let op = WinogradConv::new(prefix, self, shape[2], shape[3])?;
+        let (height, width) = f32_image(model, inputs[0], self.c_in, prefix)?;
+        let op = WinogradConv::new(prefix, self, height, width)?;
         model.wire_node(prefix, op, &inputs[..1])
     }
+}
+
+/// The height and width of a float convolution's input, which must be a known
+/// `[1, channels, h, w]` f32 tensor. Shared with the depthwise operator.
+pub(crate) fn f32_image(
+    model: &TypedModel,
+    input: OutletId,
+    channels: usize,
+    prefix: &str,
+) -> TractResult<(usize, usize)> {
+    let fact = model.outlet_fact(input)?;
+    ensure!(
+        fact.datum_type == f32::datum_type(),
+        "{prefix}: f32 input expected"
+    );
+    let shape = fact
+        .shape
+        .as_concrete()
+        .with_context(|| format!("{prefix}: input shape must be known"))?;
+    ensure!(
+        shape.len() == 4 && shape[0] == 1 && shape[1] == channels,
+        "{prefix}: input [1, {channels}, h, w] expected, got {shape:?}"
+    );
+    Ok((shape[2], shape[3]))
 }
 
 /// Where tiles sit in the input and output.
