@@ -12,7 +12,7 @@ use tract_onnx::tract_hir::internal::{
 };
 
 use super::{DEPTHWISE, MAX_TAPS};
-use crate::model::int8::kernels::{Geometry, phase_planes};
+use crate::model::int8::kernels::{Geometry, RUN, SHORT_RUN, phase_planes, run_length, tap_offset};
 use crate::model::int8::ops::on_plan_threads;
 use crate::model::winograd::f32_image;
 use crate::onnx::attr;
@@ -176,6 +176,7 @@ impl DepthwiseConv {
         let in_plane = self.geo.height * self.geo.width;
         let p = &self.params;
         let taps = p.kernel.0 * p.kernel.1;
+        // SAFETY: every output plane is written whole by its channel's rows.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&[1, p.channels, oh, ow])? };
         let mut view = out.try_as_plain_ram_mut()?;
         let values = view.as_slice_mut::<f32>()?;
@@ -236,14 +237,6 @@ impl TypedOp for DepthwiseConv {
     as_op!();
 }
 
-/// Outputs summed at once in registers (a tap at a time over a whole row would
-/// re-read and re-write the row once per tap).
-const RUN: usize = 32;
-
-/// Outputs summed at once at the end of a row: MobileNet's later rows are 7
-/// and 14 wide, where whole runs would compute several times the outputs kept.
-const SHORT_RUN: usize = 8;
-
 /// One channel's filter, bias and folded activation.
 struct Channel<'a> {
     weights: &'a [f32],
@@ -256,10 +249,8 @@ impl Channel<'_> {
         let (ph, phase_w) = phase_planes(plane, geo, RUN, |x| x, padded);
         let mut taps = [(0f32, 0usize); MAX_TAPS];
         let (kh, kw) = geo.kernel;
-        let sw = geo.stride.1;
         for (t, tap) in taps[..kh * kw].iter_mut().enumerate() {
-            let (ky, kx) = (t / kw, t % kw);
-            *tap = (self.weights[t], ((kx % sw) * ph + ky) * phase_w + kx / sw);
+            *tap = (self.weights[t], tap_offset(geo, ph, phase_w, t));
         }
         self.rows(&taps[..kh * kw], padded, phase_w, geo, out);
     }
@@ -311,15 +302,14 @@ impl Channel<'_> {
             let down = &padded[oy * sh * phase_w..];
             let mut x = 0;
             while x < ow {
-                if ow - x > RUN - SHORT_RUN {
-                    let end = (x + RUN).min(ow);
-                    self.run_of::<RUN, FUSED>(taps, &down[x..], &mut row[x..end]);
-                    x += RUN;
+                let n = run_length(ow - x);
+                let run = &mut row[x..(x + n).min(ow)];
+                if n == RUN {
+                    self.run_of::<RUN, FUSED>(taps, &down[x..], run);
                 } else {
-                    let end = (x + SHORT_RUN).min(ow);
-                    self.run_of::<SHORT_RUN, FUSED>(taps, &down[x..], &mut row[x..end]);
-                    x += SHORT_RUN;
+                    self.run_of::<SHORT_RUN, FUSED>(taps, &down[x..], run);
                 }
+                x += n;
             }
         }
     }

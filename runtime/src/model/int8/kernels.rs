@@ -594,8 +594,34 @@ fn accumulate_depthwise(
 
 /// Outputs summed at once in registers: all taps of a run of outputs are added
 /// before it is stored (a tap at a time over a whole row re-reads and re-writes
-/// the row once per tap).
-const RUN: usize = 32;
+/// the row once per tap). Shared with the float depthwise operator.
+pub const RUN: usize = 32;
+
+/// Outputs summed at once at the end of a row.
+pub const SHORT_RUN: usize = 8;
+
+/// The next run's length when `left` outputs of the row remain: whole runs,
+/// then short runs for the rest of the row. MobileNet's later rows are 7 and 14
+/// wide, and one long run per row computed 4.6 and 2.3 times the outputs kept
+/// (measured on the A72: the depthwise layers were a third of MobileNetV2's int8
+/// instructions).
+#[inline(always)]
+pub fn run_length(left: usize) -> usize {
+    if left > RUN - SHORT_RUN {
+        RUN
+    } else {
+        SHORT_RUN
+    }
+}
+
+/// Where tap `t` of the kernel reads for output (0, 0) in a plane laid out by
+/// [`phase_planes`] of `ph` rows a phase, `phase_w` values a row.
+#[inline(always)]
+pub fn tap_offset(geo: &Geometry, ph: usize, phase_w: usize, t: usize) -> usize {
+    let (kw, sw) = (geo.kernel.1, geo.stride.1);
+    let (ky, kx) = (t / kw, t % kw);
+    ((kx % sw) * ph + ky) * phase_w + kx / sw
+}
 
 /// Kernel taps summed per pass over the outputs (7×7 is the largest depthwise
 /// kernel in the supported networks; larger ones take several passes).
@@ -611,7 +637,7 @@ fn accumulate_rows(
     bias: i32,
     acc: &mut [i32],
 ) {
-    let (sh, sw) = geo.stride;
+    let sh = geo.stride.0;
     let (oh, ow) = geo.output_size();
     let (kh, kw) = geo.kernel;
     // Taps in groups that fit a stack table (in every supported network, one
@@ -620,23 +646,14 @@ fn accumulate_rows(
         let mut table = [(0i16, 0usize); MAX_TAPS];
         let taps = &mut table[..(kh * kw - group).min(MAX_TAPS)];
         for (t, tap) in (group..).zip(taps.iter_mut()) {
-            let (ky, kx) = (t / kw, t % kw);
-            *tap = (weights[t] as i16, ((kx % sw) * ph + ky) * phase_w + kx / sw);
+            *tap = (weights[t] as i16, tap_offset(geo, ph, phase_w, t));
         }
         for oy in 0..oh {
             let out = &mut acc[oy * ow..][..ow];
             let down = oy * sh * phase_w;
             let mut x = 0;
-            // Whole runs, then short runs for the rest of the row: MobileNet's
-            // later rows are 7 and 14 wide, and one long run per row computed
-            // 4.6 and 2.3 times the outputs kept (measured on the A72: the
-            // depthwise layers were a third of MobileNetV2's int8 instructions).
             while x < ow {
-                let n = if ow - x > RUN - SHORT_RUN {
-                    RUN
-                } else {
-                    SHORT_RUN
-                };
+                let n = run_length(ow - x);
                 let run = &mut out[x..(x + n).min(ow)];
                 let padded = &padded[down + x..];
                 if n == RUN {
@@ -649,9 +666,6 @@ fn accumulate_rows(
         }
     }
 }
-
-/// Outputs summed at once at the end of a row.
-const SHORT_RUN: usize = 8;
 
 /// The outputs of `run` (at most `N`), every tap summed in registers, from
 /// the bias (`first`: then written) or from 0 (then added). A run past the end
