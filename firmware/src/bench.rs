@@ -30,8 +30,8 @@ pub struct BenchArgs {
     /// Run a quantized (QDQ) model as written, in float, instead of as int8 operators.
     #[arg(long)]
     qdq_as_float: bool,
-    /// Leave 3×3 stride-1 float convolutions to tract's direct convolution
-    /// instead of Winograd's F(4×4, 3×3).
+    /// Leave 3×3 stride-1 convolutions to direct convolution instead of
+    /// Winograd's F(4×4, 3×3) (float) and F(2×2, 3×3) (int8, on the cores where it runs).
     #[arg(long)]
     direct_conv: bool,
     /// Float layers in half precision, on cores with fp16 arithmetic (Pi 5, Jetson Orin).

@@ -118,7 +118,7 @@ fn integer_digests(network: &str, input: &str, threads: usize) -> Vec<String> {
     use tract_onnx::prelude::*;
 
     let mut onnx = tract_onnx::onnx();
-    int8::register(&mut onnx);
+    int8::register(&mut onnx, true);
     let mut proto = onnx.proto_model_for_path(root().join(network)).unwrap();
     int8::rewrite(&mut proto, &[]);
     let graph = proto.graph.as_ref().unwrap();

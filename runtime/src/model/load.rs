@@ -28,7 +28,9 @@ pub struct ModelOptions {
     /// written, in float (the reference the integer path is checked against).
     pub integer: bool,
     /// Compute 3×3 stride-1 float convolutions by Winograd's F(4×4, 3×3)
-    /// ([`super::winograd`]); `false` leaves them to tract's direct convolution.
+    /// ([`super::winograd`]), and int8 ones by F(2×2, 3×3) on the cores where
+    /// that pays ([`super::int8::winograd`]); `false` leaves them to direct
+    /// convolution.
     pub winograd: bool,
     /// Float layers in half precision where the core computes it natively
     /// (ARMv8.2 FEAT_FP16: Pi 5, Jetson Orin). Off by default: docs/speed.md has
@@ -164,7 +166,7 @@ fn optimize(
     // Always: tract's own QuantizeLinear can overflow (see the module).
     int8::quantize::register(&mut onnx);
     if options.integer {
-        int8::register(&mut onnx);
+        int8::register(&mut onnx, options.winograd);
         log_summary(path, &int8::rewrite(&mut proto, outputs));
     }
     if options.winograd {

@@ -107,7 +107,8 @@ impl Geometry {
         ))
     }
 
-    fn padded(&self) -> (usize, usize) {
+    /// Height and width with the padding.
+    pub fn padded(&self) -> (usize, usize) {
         let [top, left, bottom, right] = self.pads;
         (self.height + top + bottom, self.width + left + right)
     }

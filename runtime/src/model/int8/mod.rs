@@ -9,9 +9,11 @@
 pub mod kernels;
 pub mod madd;
 pub mod ops;
+pub mod pool;
 pub mod quantize;
 pub mod rewrite;
 pub mod widening;
+pub mod winograd;
 
 pub use ops::register;
 pub use rewrite::{Summary, rewrite};

@@ -21,6 +21,7 @@ use tract_onnx::tract_hir::internal::{
 };
 
 use super::kernels::{self, Geometry, Panels, Requant};
+use super::winograd::{self, Winograd};
 use super::{madd, widening};
 
 pub const CONV: &str = "EdgeboneQConv";
@@ -30,11 +31,19 @@ pub const LOOKUP: &str = "EdgeboneQLookup";
 /// i32 accumulators per block of a matrix-product convolution (256 KiB).
 const BLOCK_ACCUMULATORS: usize = 64 * 1024;
 
-/// Adds the parsers for the nodes [`super::rewrite`] writes.
-pub fn register(onnx: &mut tract_onnx::Onnx) {
-    onnx.op_register.insert(CONV, parse_conv);
+/// Adds the parsers for the nodes [`super::rewrite`] writes; `winograd: false`
+/// keeps 3×3 stride-1 convolutions off [`winograd`] (to compare, or to test).
+pub fn register(onnx: &mut tract_onnx::Onnx, winograd: bool) {
+    let conv = if winograd {
+        parse_conv
+    } else {
+        parse_conv_direct
+    };
+    onnx.op_register.insert(CONV, conv);
     onnx.op_register.insert(ADD, parse_add);
     onnx.op_register.insert(LOOKUP, parse_lookup);
+    onnx.op_register
+        .insert(super::pool::POOL, super::pool::parse);
 }
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> TractResult<&'a AttributeProto> {
@@ -160,12 +169,25 @@ struct ConvParams {
     /// Write `acc · scale` as f32 instead of requantizing (the scales are then
     /// input scale · weight scale).
     float_out: bool,
+    /// Whether 3×3 stride-1 layers may take [`winograd`].
+    winograd: bool,
 }
 
 fn parse_conv(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(conv_params(node, true)?), vec![]))
+}
+
+fn parse_conv_direct(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(conv_params(node, false)?), vec![]))
+}
+
+fn conv_params(node: &NodeProto, winograd: bool) -> TractResult<ConvParams> {
     let w = attr(node, "weights")?
         .t
         .as_ref()
@@ -210,8 +232,9 @@ fn parse_conv(
         zero_in: int(node, "zero_in")? as i8,
         requant: requant_of(node)?,
         float_out: int(node, "float_out")? != 0,
+        winograd,
     };
-    Ok((expand(params), vec![]))
+    Ok(params)
 }
 
 impl ConvParams {
@@ -316,6 +339,8 @@ enum Engine {
     /// Patches times weights by one of edgebone's own int8 kernels, on the
     /// cores where tract-linalg's int8 kernel is slower than float.
     Own(Own),
+    /// 3×3 stride-1 convolutions by [`winograd`], where it runs.
+    Winograd(Arc<Winograd>),
     Depthwise,
 }
 
@@ -557,6 +582,12 @@ impl QConv {
             .collect();
         let engine = if depthwise {
             Engine::Depthwise
+        } else if params.winograd
+            && params.group == 1
+            && winograd::runs_here()
+            && winograd::suits(&geometry, c_out)
+        {
+            Engine::Winograd(Arc::new(Winograd::new(weights, c_out, geometry.channels)))
         } else if let Some(own) = Own::new(weights, c_out, per_channel, &geometry) {
             Engine::Own(own)
         } else {
@@ -599,6 +630,7 @@ impl QConv {
         match &self.engine {
             Engine::Matrix(matrix) => self.run_matrix(matrix, input),
             Engine::Own(own) => self.run_own(own, input),
+            Engine::Winograd(engine) => self.run_winograd(engine, input),
             Engine::Depthwise => self.run_depthwise(input),
         }
     }
@@ -686,6 +718,35 @@ impl QConv {
                 Ok(())
             })?;
             self.finish_block(&mut out, &acc, block, (start, width))?;
+        }
+        Ok(out)
+    }
+
+    fn run_winograd(&self, engine: &Winograd, input: &Tensor) -> TractResult<Tensor> {
+        let g = &self.geometry;
+        let (oh, ow) = g.output_size();
+        let m = self.params.output_channels();
+        let tiled = Winograd::tiled(g);
+        let mut scratch = Vec::new();
+        let x = slice::<i8>(input)?;
+        let padded = kernels::pad_planes(x, &tiled, self.params.zero_in, &mut scratch);
+        let bias = slice::<i32>(&self.bias)?;
+        let rows = engine.block_rows(ow);
+        let stride = 2 * rows * ow;
+        let mut acc = vec![0i32; m * stride];
+        let mut out = self.output(m, oh, ow)?;
+        let tile_rows = oh.div_ceil(2);
+        let mut buffers = winograd::Buffers::default();
+        for start in (0..tile_rows).step_by(rows) {
+            let block = winograd::Block {
+                rows: start..(start + rows).min(tile_rows),
+                output: (oh, ow),
+                padded: tiled.padded(),
+            };
+            engine.block(padded, &block, bias, &mut acc, stride, &mut buffers)?;
+            let first = 2 * start * ow;
+            let width = (2 * block.rows.end).min(oh) * ow - first;
+            self.finish_block(&mut out, &acc, stride, (first, width))?;
         }
         Ok(out)
     }
@@ -809,6 +870,7 @@ impl Op for QConv {
         let engine = match &self.engine {
             Engine::Matrix(Matrix { mmm, .. }) => format!("int8 matrix kernel {}", mmm.name()),
             Engine::Own(own) => own.name().to_string(),
+            Engine::Winograd(_) => "int8 Winograd F(2x2, 3x3), 16-bit products".to_string(),
             Engine::Depthwise => "int8 depthwise".to_string(),
         };
         Ok(vec![engine])

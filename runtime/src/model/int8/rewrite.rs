@@ -16,6 +16,7 @@ use tract_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorPr
 
 use super::kernels::Requant;
 use super::ops::{ADD, CONV, LOOKUP};
+use super::pool;
 use crate::onnx::qdq::{self, Bounds, DEQUANTIZE as DQ, QParams, QUANTIZE as Q};
 use crate::onnx::tensor::{floats, int8_tensor, integers, type_name};
 use crate::onnx::{self, Index, attr};
@@ -366,9 +367,16 @@ fn max_pool(index: &Patterns, i: usize) -> Result<Found, String> {
     let (input, x) = index.activation(&node.input[0])?;
     let (absorbed, output, y, bounds) = index.quantized_output(&node.output[0])?;
     let pooled = format!("{}.int8", node.output[0]);
+    // edgebone's pool where it covers the attributes, else tract's, on int8 either way.
+    let op_type = if pool::covers(node) {
+        pool::POOL.to_string()
+    } else {
+        node.op_type.clone()
+    };
     let pool = NodeProto {
         input: vec![input],
         output: vec![pooled.clone()],
+        op_type,
         ..node.clone()
     };
     let lookup = lookup_node(
