@@ -125,9 +125,16 @@ pub fn pool_channel(
     let padded = kernels::pad_planes(x, geo, i8::MIN, padded);
     rows.clear();
     rows.resize(ph * ow, i8::MIN);
+    let mut phases = Vec::new();
     for (src, dst) in padded.chunks_exact(pw).zip(rows.chunks_exact_mut(ow)) {
-        for (ox, d) in dst.iter_mut().enumerate() {
-            *d = src[ox * sw..][..kw].iter().copied().fold(i8::MIN, i8::max);
+        match sw {
+            1 => row_max::<1>(src, kw, &mut phases, dst),
+            2 => row_max::<2>(src, kw, &mut phases, dst),
+            _ => {
+                for (ox, d) in dst.iter_mut().enumerate() {
+                    *d = src[ox * sw..][..kw].iter().copied().fold(i8::MIN, i8::max);
+                }
+            }
         }
     }
     for (oy, dst) in out.chunks_exact_mut(ow).take(oh).enumerate() {
@@ -137,6 +144,28 @@ pub fn pool_channel(
             for (d, &s) in dst.iter_mut().zip(src) {
                 *d = (*d).max(s);
             }
+        }
+    }
+}
+
+/// `dst[ox]` = the maximum of `src[ox · S..][..kw]`, one tap at a time over the
+/// whole row from `S` contiguous phases of the row (`phases` is scratch), so
+/// that every pass is contiguous and the compiler vectorizes it (with the
+/// stride in the index it stayed scalar).
+fn row_max<const S: usize>(src: &[i8], kw: usize, phases: &mut Vec<i8>, dst: &mut [i8]) {
+    let ow = dst.len();
+    let len = src.len() / S;
+    phases.resize(S * len, 0);
+    for (i, group) in src.chunks_exact(S).enumerate() {
+        for (phase, &v) in group.iter().enumerate() {
+            phases[phase * len + i] = v;
+        }
+    }
+    dst.fill(i8::MIN);
+    for kx in 0..kw {
+        let taps = &phases[(kx % S) * len + kx / S..][..ow];
+        for (d, &t) in dst.iter_mut().zip(taps) {
+            *d = (*d).max(t);
         }
     }
 }
