@@ -731,7 +731,7 @@ impl QConv {
         let x = slice::<i8>(input)?;
         let padded = kernels::pad_planes(x, &tiled, self.params.zero_in, &mut scratch);
         let bias = slice::<i32>(&self.bias)?;
-        let rows = engine.block_rows(ow);
+        let rows = engine.block_rows((oh, ow));
         let stride = 2 * rows * ow;
         let mut acc = vec![0i32; m * stride];
         let mut out = self.output(m, oh, ow)?;
