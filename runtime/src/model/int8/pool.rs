@@ -93,6 +93,7 @@ impl QMaxPool {
         let (oh, ow) = geo.output_size();
         let plane = geo.height * geo.width;
         let x = input.try_as_plain_ram()?.as_slice::<i8>()?;
+        // SAFETY: every value is written below, one plane per channel.
         let mut out = unsafe { Tensor::uninitialized::<i8>(&[shape[0], shape[1], oh, ow])? };
         let mut view = out.try_as_plain_ram_mut()?;
         let values = view.as_slice_mut::<i8>()?;
@@ -105,7 +106,6 @@ impl QMaxPool {
             }
             Ok(())
         })?;
-        drop(view);
         Ok(out)
     }
 }

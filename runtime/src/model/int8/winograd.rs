@@ -74,13 +74,12 @@ fn weight_panels(c_in: usize) -> Panels {
 /// `U = G' g G'ᵀ` with `G' = 2G`: 4 × the textbook transform, in integers.
 fn transform_weights(g: &[i8]) -> [i16; POSITIONS] {
     let g = |r: usize, c: usize| g[r * 3 + c] as i32;
-    let mut rows = [[0i32; 3]; 4];
-    for c in 0..3 {
-        rows[0][c] = 2 * g(0, c);
-        rows[1][c] = g(0, c) + g(1, c) + g(2, c);
-        rows[2][c] = g(0, c) - g(1, c) + g(2, c);
-        rows[3][c] = 2 * g(2, c);
-    }
+    let rows: [[i32; 3]; 4] = [
+        std::array::from_fn(|c| 2 * g(0, c)),
+        std::array::from_fn(|c| g(0, c) + g(1, c) + g(2, c)),
+        std::array::from_fn(|c| g(0, c) - g(1, c) + g(2, c)),
+        std::array::from_fn(|c| 2 * g(2, c)),
+    ];
     let mut u = [0i16; POSITIONS];
     for (r, [a, b, c]) in rows.into_iter().enumerate() {
         let row = [2 * a, a + b + c, a - b + c, 2 * c];
@@ -465,6 +464,8 @@ fn tile(a: &[i16], b: &[i16], (k, step): (usize, usize)) -> [[i32; NR]; MR] {
 /// The same sums, written plainly from [`Panels::at`]: what the SIMD tiles are
 /// tested against.
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+// GROUP is 1 on ARM, where `kk % GROUP` is always 0: the layout's formula still.
+#[allow(clippy::modulo_one)]
 fn tile_portable(a: &[i16], b: &[i16], (k, step): (usize, usize)) -> [[i32; NR]; MR] {
     let pa = weight_panels(k);
     let mut out = [[0i32; NR]; MR];
