@@ -446,6 +446,9 @@ struct PatchPacker {
     k: usize,
     /// Where each patch row starts in the padded input, worked out once.
     rows: Vec<usize>,
+    /// K4 panels packed from four channels at a time ([`kernels::pack_blocked`]),
+    /// with the weights' k in (tap, channel) order.
+    blocked: bool,
 }
 
 impl PatchPacker {
@@ -468,6 +471,7 @@ impl PatchPacker {
             alignment,
             k,
             rows: kernels::patch_rows(geometry),
+            blocked: group == 4 && geometry.channels % 4 == 0,
         })
     }
 
@@ -491,7 +495,11 @@ impl PatchPacker {
             let from = first * r;
             let columns = (chunk.len() / self.panels.len * r).min(width - from);
             let columns = start + from..start + from + columns;
-            kernels::pack_patches(padded, geometry, &self.rows, self.panels, columns, chunk);
+            if self.blocked {
+                kernels::pack_blocked(padded, geometry, self.panels, columns, chunk);
+            } else {
+                kernels::pack_patches(padded, geometry, &self.rows, self.panels, columns, chunk);
+            }
             Ok(())
         })?;
         Ok(Box::new(EagerPackedInput {
@@ -605,11 +613,16 @@ impl QConv {
             let (mmm, packing, _) = MmmDispatch::native()
                 .pick(&query)
                 .with_context(|| format!("{name}: no int8 matrix kernel on this CPU"))?;
-            let matrix = (*params.weights)
-                .clone()
-                .into_shape(&[c_out, per_channel])?;
-            let packed = mmm.packings()[packing].0.prepare_one(&matrix, 1, 0)?;
             let patches = PatchPacker::new(&*mmm.packings()[packing].1, &geometry, per_channel);
+            let matrix = if patches.as_ref().is_some_and(|p| p.blocked) {
+                let reordered = kernels::tap_major(weights, c_out, geometry.channels);
+                Tensor::from_shape(&[c_out, per_channel], &reordered)?
+            } else {
+                (*params.weights)
+                    .clone()
+                    .into_shape(&[c_out, per_channel])?
+            };
+            let packed = mmm.packings()[packing].0.prepare_one(&matrix, 1, 0)?;
             Engine::Matrix(Matrix {
                 mmm,
                 packing,
@@ -646,14 +659,17 @@ impl QConv {
         let g = &self.geometry;
         let (oh, ow) = g.output_size();
         let (m, n) = (self.params.output_channels(), oh * ow);
-        let mut scratch = Vec::new();
+        let (mut scratch, mut blocked) = (Vec::new(), Vec::new());
         let columns = match patches {
             Some(packer) => {
                 let x = slice::<i8>(input)?;
-                Columns::Packed(
-                    packer,
-                    kernels::pad_planes(x, g, self.params.zero_in, &mut scratch),
-                )
+                let padded = kernels::pad_planes(x, g, self.params.zero_in, &mut scratch);
+                if packer.blocked {
+                    kernels::channel_blocks(padded, g, &mut blocked);
+                    Columns::Packed(packer, &blocked)
+                } else {
+                    Columns::Packed(packer, padded)
+                }
             }
             None => Columns::Matrix(self.patch_matrix(input)?),
         };
