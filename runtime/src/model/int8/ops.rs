@@ -370,13 +370,21 @@ struct Own {
     k: usize,
     /// Where each patch row starts in the padded input ([`kernels::patch_rows`]).
     rows: Arc<Vec<usize>>,
+    /// Patches packed from four channels at a time ([`kernels::pack_blocked`]),
+    /// the weights' k in (tap, channel) order.
+    blocked: bool,
 }
 
 impl Own {
     /// One of ours when it runs on this CPU and is exact for these weights.
     fn new(weights: &[i8], m: usize, k: usize, geometry: &Geometry) -> Option<Own> {
+        // madd's panels are K4 panels: packed from channel blocks where they divide.
+        let blocked = madd::runs_here() && geometry.channels % 4 == 0;
         let packed = if widening::runs_here() && widening::exact_for(weights) {
             OwnWeights::Widening(widening::pack_weights(weights, m, k))
+        } else if blocked {
+            let reordered = kernels::tap_major(weights, m, geometry.channels);
+            OwnWeights::Madd(madd::pack_weights(&reordered, m, k))
         } else if madd::runs_here() {
             OwnWeights::Madd(madd::pack_weights(weights, m, k))
         } else {
@@ -386,6 +394,7 @@ impl Own {
             weights: Arc::new(packed),
             k,
             rows: Arc::new(kernels::patch_rows(geometry)),
+            blocked,
         })
     }
 
@@ -708,8 +717,13 @@ impl QConv {
         let (oh, ow) = g.output_size();
         let (m, n, k) = (self.params.output_channels(), oh * ow, own.k);
         let (mr, nr, panels, kp) = own.shape();
-        let mut scratch = Vec::new();
-        let padded = kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
+        let (mut scratch, mut blocked) = (Vec::new(), Vec::new());
+        let mut padded =
+            kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
+        if own.blocked {
+            kernels::channel_blocks(padded, g, &mut blocked);
+            padded = &blocked;
+        }
         let bias = slice::<i32>(&self.bias)?;
         let block = block_columns(m, n, nr);
         // Zeroed once: k padding is never written, and columns past a short
@@ -723,7 +737,12 @@ impl QConv {
             par_chunks_mut(used, panels.len, width * k, |first, chunk| {
                 let from = start + first * nr;
                 let columns = (chunk.len() / panels.len * nr).min(start + width - from);
-                kernels::pack_patches(padded, g, &own.rows, panels, from..from + columns, chunk);
+                let columns = from..from + columns;
+                if own.blocked {
+                    kernels::pack_blocked(padded, g, panels, columns, chunk);
+                } else {
+                    kernels::pack_patches(padded, g, &own.rows, panels, columns, chunk);
+                }
                 Ok(())
             })?;
             let patches = &patches[..];
