@@ -15,6 +15,8 @@ pub mod model;
 pub mod onnx;
 pub mod pipeline;
 pub mod preprocess;
+#[cfg(test)]
+mod testing;
 
 pub use decode::{Results, Task};
 pub use error::{Error, Result};

@@ -384,16 +384,6 @@ fn sum_taps<const N: usize, const FUSED: bool>(
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
     /// The definition, in f64.
     fn reference(p: &DepthwiseParams, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let geo = p.geometry(h, w);
@@ -455,15 +445,15 @@ mod tests {
         for (i, (channels, h, w, kernel, stride, pads)) in cases.into_iter().enumerate() {
             let taps = kernel.0 * kernel.1;
             let p = DepthwiseParams {
-                weights: Arc::new(pseudo_random(channels * taps, 3 * i as u32 + 1)),
+                weights: Arc::new(crate::testing::float(channels * taps, 3 * i as u32 + 1)),
                 channels,
                 kernel,
                 stride,
-                bias: pseudo_random(channels, 3 * i as u32 + 2),
+                bias: crate::testing::float(channels, 3 * i as u32 + 2),
                 pads,
                 clamp: (i % 2 == 0).then_some((0.0, 0.3)),
             };
-            let x = pseudo_random(channels * h * w, 3 * i as u32 + 3);
+            let x = crate::testing::float(channels * h * w, 3 * i as u32 + 3);
             let geo = p.geometry(h, w);
             let op = DepthwiseConv {
                 out: geo.output_size(),

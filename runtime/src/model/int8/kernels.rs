@@ -890,16 +890,6 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<i8> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 24) as u8 as i8
-            })
-            .collect()
-    }
-
     #[test]
     fn depthwise_matches_the_definition_for_strides_and_odd_sizes() {
         // Rows shorter than a register run, several runs and a remainder (short
@@ -920,8 +910,8 @@ mod tests {
             (12, 19, 1, 9),
         ] {
             let g = geo(1, h, w, k, s, k / 2);
-            let x = pseudo_random(h * w, (h * w * s) as u32);
-            let k = pseudo_random(k * k, 7);
+            let x = crate::testing::int8(h * w, (h * w * s) as u32);
+            let k = crate::testing::int8(k * k, 7);
             let (oh, ow) = g.output_size();
             let mut acc = vec![0; oh * ow];
             depthwise_channel(&x, &g, -5, &k, 1000, &mut scratch, &mut acc);
@@ -937,8 +927,8 @@ mod tests {
     #[test]
     fn im2col_rows_times_weights_is_the_convolution() {
         let g = geo(2, 6, 5, 3, 2, 1);
-        let x = pseudo_random(2 * 6 * 5, 3);
-        let w = pseudo_random(2 * 9, 4);
+        let x = crate::testing::int8(2 * 6 * 5, 3);
+        let w = crate::testing::int8(2 * 9, 4);
         let (oh, ow) = g.output_size();
         let mut cols = vec![0; 2 * 9 * oh * ow];
         im2col(&x, &g, 3, &mut cols);
@@ -1038,7 +1028,7 @@ mod tests {
             geo(8, 3, 37, 1, 2, 0),
             geo(6, 5, 7, 1, 1, 0),
         ] {
-            let x = pseudo_random(g.channels * g.height * g.width, 5);
+            let x = crate::testing::int8(g.channels * g.height * g.width, 5);
             let (oh, ow) = g.output_size();
             let (k, n) = (g.channels * g.kernel.0 * g.kernel.1, oh * ow);
             let mut cols = vec![0; k * n];
@@ -1094,7 +1084,7 @@ mod tests {
             geo(8, 3, 37, 1, 2, 0),
             geo(12, 6, 7, 1, 1, 0),
         ] {
-            let x = pseudo_random(g.channels * g.height * g.width, 8);
+            let x = crate::testing::int8(g.channels * g.height * g.width, 8);
             let (oh, ow) = g.output_size();
             let taps = g.kernel.0 * g.kernel.1;
             let (k, n) = (g.channels * taps, oh * ow);
@@ -1156,7 +1146,7 @@ mod tests {
             geo(40, 3, 37, 1, 2, 0),
             geo(33, 5, 7, 1, 1, 0),
         ] {
-            let x = pseudo_random(g.channels * g.height * g.width, 9);
+            let x = crate::testing::int8(g.channels * g.height * g.width, 9);
             let (oh, ow) = g.output_size();
             let (k, n) = (g.channels * g.kernel.0 * g.kernel.1, oh * ow);
             let mut cols = vec![0; k * n];

@@ -193,16 +193,6 @@ unsafe fn tile_avx2(
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<i8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 24) as u8 as i8
-            })
-            .collect()
-    }
-
     /// Patches `[k, n]` in `PackedI8K4` panels of 8, by the layout's definition.
     fn pack_columns(x: &[i8], k: usize, n: usize) -> Vec<i8> {
         let p = panels(k);
@@ -227,8 +217,8 @@ mod tests {
         ] {
             // Both sides over the whole int8 range, −128 included, with runs of
             // the extremes.
-            let mut w = pseudo_random(m * k, 7);
-            let mut x = pseudo_random(k * n, 11);
+            let mut w = crate::testing::int8(m * k, 7);
+            let mut x = crate::testing::int8(k * n, 11);
             w.iter_mut().step_by(3).for_each(|v| *v = -128);
             x.iter_mut().step_by(2).for_each(|v| *v = -128);
             let bias: Vec<i32> = (0..m as i32).map(|i| i * 1000 - 3).collect();

@@ -379,7 +379,7 @@ impl Own {
     /// One of ours when it runs on this CPU and is exact for these weights.
     fn new(weights: &[i8], m: usize, k: usize, geometry: &Geometry) -> Option<Own> {
         // madd's panels are K4 panels: packed from channel blocks where they divide.
-        let blocked = madd::runs_here() && geometry.channels % 4 == 0;
+        let blocked = madd::runs_here() && geometry.channels.is_multiple_of(4);
         let packed = if widening::runs_here() && widening::exact_for(weights) {
             OwnWeights::Widening(widening::pack_weights(weights, m, k))
         } else if blocked {
@@ -480,7 +480,7 @@ impl PatchPacker {
             alignment,
             k,
             rows: kernels::patch_rows(geometry),
-            blocked: group == 4 && geometry.channels % 4 == 0,
+            blocked: group == 4 && geometry.channels.is_multiple_of(4),
         })
     }
 

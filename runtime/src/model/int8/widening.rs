@@ -192,15 +192,10 @@ unsafe fn tile_neon(
 mod tests {
     use super::*;
 
+    /// Int8 values of at least `lo`.
     fn pseudo_random(n: usize, seed: u32, lo: i32) -> Vec<i8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let v = (s >> 24) as i32 - 128;
-                v.max(lo) as i8
-            })
-            .collect()
+        let values = crate::testing::int8(n, seed);
+        values.into_iter().map(|v| v.max(lo as i8)).collect()
     }
 
     /// Patches `[k, n]` packed as [`pack_patches`](super::super::kernels::pack_patches)

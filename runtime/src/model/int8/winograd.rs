@@ -556,16 +556,6 @@ unsafe fn tile_avx2(a: *const i16, b: *const i16, pairs: usize, step: usize) -> 
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<i8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 24) as u8 as i8
-            })
-            .collect()
-    }
-
     /// The convolution by its definition, bias included.
     fn direct(
         x: &[i8],
@@ -650,8 +640,8 @@ mod tests {
             stride: (1, 1),
             pads,
         };
-        let x = pseudo_random(c_in * h * w, seed);
-        let mut weights = pseudo_random(c_out * c_in * 9, seed + 1);
+        let x = crate::testing::int8(c_in * h * w, seed);
+        let mut weights = crate::testing::int8(c_out * c_in * 9, seed + 1);
         // The extremes, where a transform would overflow first.
         weights[0] = i8::MIN;
         weights[1] = i8::MAX;
@@ -704,11 +694,11 @@ mod tests {
         let k = 2 * 37;
         // Runs of 8 tiles further apart than they are long, as in a block.
         let step = NR * GROUP + 6;
-        let a: Vec<i16> = pseudo_random(MR * k, 9)
+        let a: Vec<i16> = crate::testing::int8(MR * k, 9)
             .iter()
             .map(|&v| v as i16 * 9)
             .collect();
-        let b: Vec<i16> = pseudo_random(step * k, 10)
+        let b: Vec<i16> = crate::testing::int8(step * k, 10)
             .iter()
             .map(|&v| v as i16 * 4)
             .collect();

@@ -524,16 +524,6 @@ impl TypedOp for WinogradConv {
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
     /// The direct definition, in f64.
     fn reference(p: &WinogradParams, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let [t, l, b, r] = p.pads;
@@ -582,14 +572,14 @@ mod tests {
         ];
         for (i, (c_out, c_in, h, w, pads, relu)) in cases.into_iter().enumerate() {
             let p = WinogradParams {
-                weights: Arc::new(pseudo_random(c_out * c_in * 9, 3 * i as u32 + 1)),
+                weights: Arc::new(crate::testing::float(c_out * c_in * 9, 3 * i as u32 + 1)),
                 c_out,
                 c_in,
-                bias: pseudo_random(c_out, 3 * i as u32 + 2),
+                bias: crate::testing::float(c_out, 3 * i as u32 + 2),
                 pads,
                 relu,
             };
-            let x = pseudo_random(c_in * h * w, 3 * i as u32 + 3);
+            let x = crate::testing::float(c_in * h * w, 3 * i as u32 + 3);
             let op = WinogradConv::new("test", &p, h, w).unwrap();
             let got = op.run(&x).unwrap();
             // Split across two threads (by channel, tile and point), the same bytes.
