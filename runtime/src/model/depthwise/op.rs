@@ -12,7 +12,9 @@ use tract_onnx::tract_hir::internal::{
 };
 
 use super::{DEPTHWISE, MAX_TAPS};
-use crate::model::int8::kernels::{Geometry, RUN, SHORT_RUN, phase_planes, run_length, tap_offset};
+use crate::model::int8::kernels::{
+    Geometry, MID_RUN, RUN, SHORT_RUN, phase_planes, run_length, tap_offset,
+};
 use crate::model::int8::ops::on_plan_threads;
 use crate::model::winograd::f32_image;
 use crate::onnx::attr;
@@ -304,10 +306,10 @@ impl Channel<'_> {
             while x < ow {
                 let n = run_length(ow - x);
                 let run = &mut row[x..(x + n).min(ow)];
-                if n == RUN {
-                    self.run_of::<RUN, FUSED>(taps, &down[x..], run);
-                } else {
-                    self.run_of::<SHORT_RUN, FUSED>(taps, &down[x..], run);
+                match n {
+                    RUN => self.run_of::<RUN, FUSED>(taps, &down[x..], run),
+                    MID_RUN => self.run_of::<MID_RUN, FUSED>(taps, &down[x..], run),
+                    _ => self.run_of::<SHORT_RUN, FUSED>(taps, &down[x..], run),
                 }
                 x += n;
             }
