@@ -17,9 +17,9 @@
 //! does 16-bit ones, more than the 2.25× Winograd saves, so there the matrix
 //! kernels stay.
 //!
-//! Per block of tile rows: the input transform writes `V` in panels of [`NR`]
-//! tiles (split across threads by panel), one matrix product per position
-//! `M_p = U_p · V_p` (split by position), and the output transform
+//! Per block of tile rows: the input transform writes `V` a row of tiles at a
+//! time (split across threads by channel group), one matrix product per
+//! position `M_p = U_p · V_p` (split by position), and the output transform
 //! `Aᵀ M A / 4` plus the bias gives the block's accumulators (split by channel),
 //! which the convolution requantizes as it does every engine's.
 
@@ -42,7 +42,9 @@ const GROUP: usize = if cfg!(target_arch = "x86_64") { 2 } else { 1 };
 const POSITIONS: usize = 16;
 /// Input channels from which 4 · conv may overflow i32.
 pub const MAX_CHANNELS: usize = (1 << 31) / (4 * 9 * 128 * 128);
-/// Channels below which the transforms cost about what Winograd saves.
+/// Fewer input or output channels than this stay on the direct kernels, where
+/// the transforms (per tile and channel) would outweigh the products saved:
+/// chosen, not measured; the shipped networks' layers all have 16 or more.
 const MIN_CHANNELS: usize = 8;
 /// Transformed input and products of one block: within a Pi's 1 MiB L2.
 const BLOCK_BYTES: usize = 512 * 1024;
