@@ -207,6 +207,74 @@ pub fn pad_planes<'a>(input: &'a [i8], geo: &Geometry, zero: i8, out: &'a mut Ve
     out
 }
 
+/// How a convolution's patches reach a matrix kernel's panels: gathered row by
+/// row from the padded planes ([`pack_patches`]), or, for panels of four k
+/// values side by side when the channels come in fours, from the input
+/// regrouped four channels to a pixel with the weights' k in (tap, channel)
+/// order ([`pack_blocked`]). One choice, made at load, for every engine.
+#[derive(Clone, Debug)]
+pub enum Gather {
+    /// Where each patch row starts in the padded input ([`patch_rows`]).
+    Rows(Vec<usize>),
+    Blocked,
+}
+
+impl Gather {
+    /// For panels of `group` k values side by side.
+    pub fn new(geo: &Geometry, group: usize) -> Gather {
+        if group == 4 && geo.channels.is_multiple_of(4) {
+            Gather::Blocked
+        } else {
+            Gather::Rows(patch_rows(geo))
+        }
+    }
+
+    /// The weights `[m, k]` in the k order the patches come in.
+    pub fn weights<'a>(
+        &self,
+        weights: &'a [i8],
+        m: usize,
+        channels: usize,
+    ) -> std::borrow::Cow<'a, [i8]> {
+        match self {
+            Gather::Rows(_) => weights.into(),
+            Gather::Blocked => tap_major(weights, m, channels).into(),
+        }
+    }
+
+    /// What [`Gather::pack`] reads: the padded input, or its channel blocks
+    /// (written into `scratch`).
+    pub fn input<'a>(
+        &self,
+        padded: &'a [i8],
+        geo: &Geometry,
+        scratch: &'a mut Vec<i8>,
+    ) -> &'a [i8] {
+        match self {
+            Gather::Rows(_) => padded,
+            Gather::Blocked => {
+                channel_blocks(padded, geo, scratch);
+                scratch
+            }
+        }
+    }
+
+    /// `columns` of the patch matrix into zeroed panels, from [`Gather::input`].
+    pub fn pack(
+        &self,
+        input: &[i8],
+        geo: &Geometry,
+        panels: Panels,
+        columns: std::ops::Range<usize>,
+        out: &mut [i8],
+    ) {
+        match self {
+            Gather::Rows(rows) => pack_patches(input, geo, rows, panels, columns, out),
+            Gather::Blocked => pack_blocked(input, geo, panels, columns, out),
+        }
+    }
+}
+
 /// Where each row of a convolution's patch matrix (a channel and a kernel tap)
 /// starts in the padded input.
 pub fn patch_rows(geo: &Geometry) -> Vec<usize> {
@@ -293,7 +361,7 @@ pub fn channel_blocks(padded: &[i8], geo: &Geometry, out: &mut Vec<i8>) {
 /// In (channel, tap) order they were four bytes from four places, and panels
 /// crossing an output row (every one of a 7- or 14-wide layer) went byte by
 /// byte: ResNet-18's packing counted 84 M instructions on a Cortex-A76.
-/// The weights' k must be in the same order ([`tap_major`]).
+/// The weights' k must be in the same order ([`tap_major`]); [`Gather`] keeps them together.
 pub fn pack_blocked(
     blocked: &[i8],
     geo: &Geometry,

@@ -368,33 +368,31 @@ enum OwnWeights {
 struct Own {
     weights: Arc<OwnWeights>,
     k: usize,
-    /// Where each patch row starts in the padded input ([`kernels::patch_rows`]).
-    rows: Arc<Vec<usize>>,
-    /// Patches packed from four channels at a time ([`kernels::pack_blocked`]),
-    /// the weights' k in (tap, channel) order.
-    blocked: bool,
+    /// How the patches are gathered (the weights are packed to match).
+    gather: Arc<kernels::Gather>,
 }
 
 impl Own {
     /// One of ours when it runs on this CPU and is exact for these weights.
     fn new(weights: &[i8], m: usize, k: usize, geometry: &Geometry) -> Option<Own> {
-        // madd's panels are K4 panels: packed from channel blocks where they divide.
-        let blocked = madd::runs_here() && geometry.channels.is_multiple_of(4);
-        let packed = if widening::runs_here() && widening::exact_for(weights) {
-            OwnWeights::Widening(widening::pack_weights(weights, m, k))
-        } else if blocked {
-            let reordered = kernels::tap_major(weights, m, geometry.channels);
-            OwnWeights::Madd(madd::pack_weights(&reordered, m, k))
+        let (packed, gather) = if widening::runs_here() && widening::exact_for(weights) {
+            let gather = kernels::Gather::new(geometry, widening::KB);
+            let ordered = gather.weights(weights, m, geometry.channels);
+            (
+                OwnWeights::Widening(widening::pack_weights(&ordered, m, k)),
+                gather,
+            )
         } else if madd::runs_here() {
-            OwnWeights::Madd(madd::pack_weights(weights, m, k))
+            let gather = kernels::Gather::new(geometry, madd::KB);
+            let ordered = gather.weights(weights, m, geometry.channels);
+            (OwnWeights::Madd(madd::pack_weights(&ordered, m, k)), gather)
         } else {
             return None;
         };
         Some(Own {
             weights: Arc::new(packed),
             k,
-            rows: Arc::new(kernels::patch_rows(geometry)),
-            blocked,
+            gather: Arc::new(gather),
         })
     }
 
@@ -453,11 +451,8 @@ struct PatchPacker {
     panels: Panels,
     alignment: usize,
     k: usize,
-    /// Where each patch row starts in the padded input, worked out once.
-    rows: Vec<usize>,
-    /// K4 panels packed from four channels at a time ([`kernels::pack_blocked`]),
-    /// with the weights' k in (tap, channel) order.
-    blocked: bool,
+    /// How the patches are gathered (the weights are packed to match).
+    gather: kernels::Gather,
 }
 
 impl PatchPacker {
@@ -479,8 +474,7 @@ impl PatchPacker {
             panels: Panels { r, group, len },
             alignment,
             k,
-            rows: kernels::patch_rows(geometry),
-            blocked: group == 4 && geometry.channels.is_multiple_of(4),
+            gather: kernels::Gather::new(geometry, group),
         })
     }
 
@@ -504,11 +498,8 @@ impl PatchPacker {
             let from = first * r;
             let columns = (chunk.len() / self.panels.len * r).min(width - from);
             let columns = start + from..start + from + columns;
-            if self.blocked {
-                kernels::pack_blocked(padded, geometry, self.panels, columns, chunk);
-            } else {
-                kernels::pack_patches(padded, geometry, &self.rows, self.panels, columns, chunk);
-            }
+            self.gather
+                .pack(padded, geometry, self.panels, columns, chunk);
             Ok(())
         })?;
         Ok(Box::new(EagerPackedInput {
@@ -623,13 +614,14 @@ impl QConv {
                 .pick(&query)
                 .with_context(|| format!("{name}: no int8 matrix kernel on this CPU"))?;
             let patches = PatchPacker::new(&*mmm.packings()[packing].1, &geometry, per_channel);
-            let matrix = if patches.as_ref().is_some_and(|p| p.blocked) {
-                let reordered = kernels::tap_major(weights, c_out, geometry.channels);
-                Tensor::from_shape(&[c_out, per_channel], &reordered)?
-            } else {
-                (*params.weights)
+            let matrix = match &patches {
+                Some(packer) => {
+                    let ordered = packer.gather.weights(weights, c_out, geometry.channels);
+                    Tensor::from_shape(&[c_out, per_channel], &ordered)?
+                }
+                None => (*params.weights)
                     .clone()
-                    .into_shape(&[c_out, per_channel])?
+                    .into_shape(&[c_out, per_channel])?,
             };
             let packed = mmm.packings()[packing].0.prepare_one(&matrix, 1, 0)?;
             Engine::Matrix(Matrix {
@@ -673,12 +665,7 @@ impl QConv {
             Some(packer) => {
                 let x = slice::<i8>(input)?;
                 let padded = kernels::pad_planes(x, g, self.params.zero_in, &mut scratch);
-                if packer.blocked {
-                    kernels::channel_blocks(padded, g, &mut blocked);
-                    Columns::Packed(packer, &blocked)
-                } else {
-                    Columns::Packed(packer, padded)
-                }
+                Columns::Packed(packer, packer.gather.input(padded, g, &mut blocked))
             }
             None => Columns::Matrix(self.patch_matrix(input)?),
         };
@@ -718,12 +705,8 @@ impl QConv {
         let (m, n, k) = (self.params.output_channels(), oh * ow, own.k);
         let (mr, nr, panels, kp) = own.shape();
         let (mut scratch, mut blocked) = (Vec::new(), Vec::new());
-        let mut padded =
-            kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
-        if own.blocked {
-            kernels::channel_blocks(padded, g, &mut blocked);
-            padded = &blocked;
-        }
+        let padded = kernels::pad_planes(slice::<i8>(input)?, g, self.params.zero_in, &mut scratch);
+        let padded = own.gather.input(padded, g, &mut blocked);
         let bias = slice::<i32>(&self.bias)?;
         let block = block_columns(m, n, nr);
         // Zeroed once: k padding is never written, and columns past a short
@@ -738,11 +721,7 @@ impl QConv {
                 let from = start + first * nr;
                 let columns = (chunk.len() / panels.len * nr).min(start + width - from);
                 let columns = from..from + columns;
-                if own.blocked {
-                    kernels::pack_blocked(padded, g, panels, columns, chunk);
-                } else {
-                    kernels::pack_patches(padded, g, &own.rows, panels, columns, chunk);
-                }
+                own.gather.pack(padded, g, panels, columns, chunk);
                 Ok(())
             })?;
             let patches = &patches[..];

@@ -99,10 +99,10 @@ impl QMaxPool {
         let values = view.as_slice_mut::<i8>()?;
         let work = values.len() * self.kernel.0 * self.kernel.1;
         par_chunks_mut(values, oh * ow, work, |first, chunk| {
-            let (mut padded, mut rows) = (Vec::new(), Vec::new());
+            let mut scratch = Scratch::default();
             for (i, out) in chunk.chunks_exact_mut(oh * ow).enumerate() {
                 let x = &x[(first + i) * plane..][..plane];
-                pool_channel(x, &geo, &mut padded, &mut rows, out);
+                pool_channel(x, &geo, &mut scratch, out);
             }
             Ok(())
         })?;
@@ -110,14 +110,23 @@ impl QMaxPool {
     }
 }
 
-/// The max pool of one plane `x` into `out`; `padded` and `rows` are scratch.
-pub fn pool_channel(
-    x: &[i8],
-    geo: &Geometry,
-    padded: &mut Vec<i8>,
-    rows: &mut Vec<i8>,
-    out: &mut [i8],
-) {
+/// Buffers reused from one channel to the next.
+#[derive(Default)]
+pub struct Scratch {
+    padded: Vec<i8>,
+    /// The row maxima.
+    rows: Vec<i8>,
+    /// One row split into its stride phases.
+    phases: Vec<i8>,
+}
+
+/// The max pool of one plane `x` into `out`.
+pub fn pool_channel(x: &[i8], geo: &Geometry, scratch: &mut Scratch, out: &mut [i8]) {
+    let Scratch {
+        padded,
+        rows,
+        phases,
+    } = scratch;
     let (oh, ow) = geo.output_size();
     let (ph, pw) = geo.padded();
     let (kh, kw) = geo.kernel;
@@ -125,11 +134,10 @@ pub fn pool_channel(
     let padded = kernels::pad_planes(x, geo, i8::MIN, padded);
     rows.clear();
     rows.resize(ph * ow, i8::MIN);
-    let mut phases = Vec::new();
     for (src, dst) in padded.chunks_exact(pw).zip(rows.chunks_exact_mut(ow)) {
         match sw {
-            1 => row_max::<1>(src, kw, &mut phases, dst),
-            2 => row_max::<2>(src, kw, &mut phases, dst),
+            1 => row_max::<1>(src, kw, phases, dst),
+            2 => row_max::<2>(src, kw, phases, dst),
             _ => {
                 for (ox, d) in dst.iter_mut().enumerate() {
                     *d = src[ox * sw..][..kw].iter().copied().fold(i8::MIN, i8::max);
@@ -285,6 +293,8 @@ mod tests {
             ((2, 2), (2, 2), [0; 4], (8, 9)),
             ((3, 2), (1, 2), [1, 0, 0, 1], (6, 7)),
         ];
+        // One scratch for every case, as the operator reuses it across channels.
+        let mut scratch = Scratch::default();
         for (kernel, stride, pads, (height, width)) in cases {
             let geo = Geometry {
                 channels: 1,
@@ -299,7 +309,7 @@ mod tests {
                 .collect();
             let (oh, ow) = geo.output_size();
             let mut out = vec![0i8; oh * ow];
-            pool_channel(&x, &geo, &mut Vec::new(), &mut Vec::new(), &mut out);
+            pool_channel(&x, &geo, &mut scratch, &mut out);
             assert_eq!(out, direct(&x, &geo), "{kernel:?} {stride:?} {pads:?}");
         }
     }
